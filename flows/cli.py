@@ -1,0 +1,122 @@
+"""Command line: ``mlops demo | run | stop | status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from models.settings import Settings
+
+
+def _demo(settings: Settings) -> int:
+    from flows.deploy import LocalService, predict
+    from flows.pipeline import training_pipeline
+    from models import datasets
+
+    started = time.monotonic()
+    print("» running the training pipeline on the bundled breast-cancer data ...", flush=True)
+    result = training_pipeline()
+    if result.served_url is None:
+        print(f"pipeline ended with version {result.version} {result.verdict}: {result.reasons}")
+        return 1
+    spec = datasets.BREAST_CANCER
+    example = datasets.records(datasets.load_frame(datasets.demo_source(spec.name)).tail(1), spec)
+    response = predict(result.served_url, example)
+    elapsed = time.monotonic() - started
+    service = LocalService(settings)
+    print(
+        f"\n» model {result.model_name} version {result.version} is champion and served "
+        f"at {result.served_url} (pid {service.pid()}), {elapsed:.0f}s\n"
+        f"» a prediction from it (POST {result.served_url}/predict):\n"
+        f"{json.dumps(response, indent=2)}\n"
+        f"» the service keeps running; stop it with: make stop   (log: {service.log_file})"
+    )
+    return 0
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.pipeline import training_pipeline
+
+    result = training_pipeline(
+        data_source=args.data_source,
+        dataset=args.dataset,
+        recipe=args.recipe,
+        deploy_target=args.deploy,
+    )
+    print(json.dumps(result.__dict__, indent=2))
+    return 0 if result.verdict == "champion" else 1
+
+
+def _stop(settings: Settings) -> int:
+    from flows.deploy import LocalService
+
+    stopped = LocalService(settings).stop()
+    print("service stopped" if stopped else "no service was running")
+    return 0
+
+
+def _status(settings: Settings) -> int:
+    from flows.deploy import LocalService, served_version
+    from flows.tracking import alias_version, connect
+    from models.registry import CHALLENGER, CHAMPION
+
+    client = connect(settings)
+    service = LocalService(settings)
+    served = "not running"
+    if service.pid() is not None:
+        try:
+            served = f"version {served_version(service.url, settings.model_name)} at {service.url}"
+        except Exception as exc:  # noqa: BLE001 - status reports whatever it finds
+            served = f"running, not answering ({exc})"
+    print(f"model      {settings.model_name}")
+    print(f"champion   {alias_version(client, settings.model_name, CHAMPION)}")
+    print(f"challenger {alias_version(client, settings.model_name, CHALLENGER)}")
+    print(f"service    {served}")
+    return 0
+
+
+def use_state_dir_for_prefect(settings: Settings) -> None:
+    """Without a Prefect server configured, keep Prefect's local database under the state folder too.
+
+    Called at the entry point, before Prefect is imported, because Prefect reads its settings then.
+    """
+    if "PREFECT_API_URL" in os.environ or "PREFECT_HOME" in os.environ:
+        return
+    home = settings.state_path / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(home)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="train, gate, promote and serve the demo model; print a prediction")
+    run = commands.add_parser("run", help="run the training pipeline once")
+    run.add_argument("--data-source", default="demo:breast_cancer")
+    run.add_argument("--dataset", default="breast_cancer")
+    run.add_argument("--recipe", default="logistic_regression")
+    run.add_argument("--deploy", choices=["local", "none"], default="local")
+    commands.add_parser("stop", help="stop the local serving process")
+    commands.add_parser("status", help="aliases and what the local service serves")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    use_state_dir_for_prefect(settings)
+    if args.command == "demo":
+        return _demo(settings)
+    if args.command == "run":
+        return _run(settings, args)
+    if args.command == "stop":
+        return _stop(settings)
+    return _status(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

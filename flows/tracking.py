@@ -1,0 +1,57 @@
+"""MLflow connection and small registry helpers shared by the stages."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from models.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the settings' store and make sure the experiment exists; return a client."""
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_registry_uri(settings.resolved_tracking_uri)
+    client = MlflowClient(settings.resolved_tracking_uri)
+    if client.get_experiment_by_name(settings.experiment_name) is None:
+        client.create_experiment(settings.experiment_name, artifact_location=settings.resolved_artifact_uri)
+    return client
+
+
+def experiment_id(client: MlflowClient, settings: Settings) -> str:
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        raise LookupError(f"experiment {settings.experiment_name!r} does not exist")
+    return str(experiment.experiment_id)
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> str:
+    """The commit the code ran from, with ``-dirty`` when the tree has changes; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when the alias (or the model) does not exist."""
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None

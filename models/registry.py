@@ -1,0 +1,40 @@
+"""Registry conventions every part relies on: alias names and the tag keys on model versions."""
+
+from __future__ import annotations
+
+from typing import Final
+
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+
+
+class Tag:
+    """Tag keys on a registered model version (and, where noted, on the training run)."""
+
+    DATA_SOURCE: Final = "data.source"
+    DATA_DIGEST: Final = "data.digest"
+    DATA_ROWS: Final = "data.rows"
+    DATA_VALIDATION: Final = "data.validation"
+    RECIPE: Final = "train.recipe"
+    RUN_ID: Final = "train.run_id"
+    GIT_COMMIT: Final = "git.commit"
+    ONNX_URI: Final = "onnx.model_uri"
+    ONNX_PARITY: Final = "onnx.parity"
+    ONNX_PARITY_MAX_DIFF: Final = "onnx.parity.max_abs_diff"
+    GOLDEN_URI: Final = "golden.uri"
+    GATE_VERDICT: Final = "gate.verdict"
+    GATE_REASONS: Final = "gate.reasons"
+    PROMOTION_DECISION: Final = "promotion.decision"
+    PROMOTION_BY: Final = "promotion.by"
+    PROMOTION_AT: Final = "promotion.at"
+    DEPLOYMENT_STATUS: Final = "deployment.status"
+    DEPLOYMENT_REASON: Final = "deployment.reason"
+
+    @staticmethod
+    def gate_check(name: str) -> str:
+        return f"gate.check.{name}"
+
+
+GOLDEN_ARTIFACT: Final = "golden/golden.json"
+ONNX_ARTIFACT_NAME: Final = "onnx"
+SKLEARN_ARTIFACT_NAME: Final = "model"

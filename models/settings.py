@@ -1,0 +1,49 @@
+"""The one settings object: every URI, port, path and default threshold, validated once.
+
+Values come from environment variables prefixed ``MLOPS_`` (for example ``MLOPS_STATE_DIR``,
+``MLOPS_TRACKING_URI``). Per-run knobs are flow parameters, not settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", frozen=True, extra="ignore")
+
+    state_dir: Path = Field(default=Path(".mlops"), description="All local state lives here.")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking/registry URI; SQLite under state_dir if unset."
+    )
+    artifact_uri: str | None = Field(
+        default=None, description="Artifact root for new experiments; state_dir/artifacts if unset."
+    )
+    model_name: str = "breast-cancer-classifier"
+    experiment_name: str = "breast-cancer-classifier"
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=3000, ge=1, le=65535)
+    serve_start_timeout_s: float = Field(default=120.0, gt=0)
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    @property
+    def resolved_artifact_uri(self) -> str:
+        return self.artifact_uri or (self.state_path / "artifacts").as_uri()
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.state_path / "model-cache"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"

@@ -1,0 +1,109 @@
+"""The served model: resolve the registry alias, fetch the ONNX file, run it with onnxruntime.
+
+Imports only NumPy, onnxruntime and the MLflow client: the serving process never loads scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from models.features import ONNX_TO_DATATYPE, TensorSpec, feeds_from_records
+from models.registry import CHAMPION, Tag
+
+
+class ModelUnavailableError(RuntimeError):
+    """No version can be served: the alias is missing or its ONNX artifact cannot be fetched."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str
+    onnx_uri: str
+
+
+def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelRef:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        raise ModelUnavailableError(f"{model_name}@{alias}: {exc.message}") from exc
+    onnx_uri = version.tags.get(Tag.ONNX_URI)
+    if not onnx_uri:
+        raise ModelUnavailableError(
+            f"{model_name} version {version.version} has no ONNX model ({Tag.ONNX_URI})"
+        )
+    return ModelRef(
+        name=model_name, version=str(version.version), run_id=str(version.run_id), onnx_uri=onnx_uri
+    )
+
+
+def fetch(ref: ModelRef, tracking_uri: str, cache_dir: Path) -> Path:
+    """Download the version's ONNX model once into the cache; return the ``.onnx`` file."""
+    import mlflow.artifacts
+
+    target = cache_dir / ref.name / ref.version
+    model_file = target / "model.onnx"
+    if not model_file.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=ref.onnx_uri, dst_path=str(target), tracking_uri=tracking_uri
+        )
+    if not model_file.is_file():
+        raise ModelUnavailableError(f"{ref.onnx_uri} holds no model.onnx")
+    return model_file
+
+
+def session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # Single rows are faster on one thread, and each serving worker is its own process.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return options
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    ref: ModelRef
+    session: ort.InferenceSession
+    inputs: tuple[TensorSpec, ...]
+    classes: tuple[Any, ...] | None
+
+    @classmethod
+    def load(cls, ref: ModelRef, model_file: Path) -> LoadedModel:
+        session = ort.InferenceSession(
+            str(model_file), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+        inputs = tuple(TensorSpec(i.name, ONNX_TO_DATATYPE[i.type]) for i in session.get_inputs())
+        props = session.get_modelmeta().custom_metadata_map
+        classes = tuple(json.loads(props["classes"])) if "classes" in props else None
+        return cls(ref=ref, session=session, inputs=inputs, classes=classes)
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        outputs = self.session.run(None, feeds_from_records(records, self.inputs))
+        if self.classes is None:
+            return [{"value": float(v)} for v in np.asarray(outputs[0]).ravel()]
+        labels, probabilities = outputs[0].ravel(), outputs[1]
+        return [
+            {
+                "label": label.item() if isinstance(label, np.generic) else label,
+                "probabilities": {str(c): float(p) for c, p in zip(self.classes, row, strict=True)},
+            }
+            for label, row in zip(labels, probabilities, strict=True)
+        ]
+
+
+def load_alias(tracking_uri: str, model_name: str, cache_dir: Path, alias: str = CHAMPION) -> LoadedModel:
+    ref = resolve(tracking_uri, model_name, alias)
+    return LoadedModel.load(ref, fetch(ref, tracking_uri, cache_dir))
