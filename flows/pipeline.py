@@ -26,6 +26,7 @@ from models.settings import Settings
 class PipelineResult:
     model_name: str
     version: str | None
+    run_id: str | None
     verdict: str
     reasons: list[str]
     champion: str | None
@@ -195,11 +196,15 @@ def training_pipeline(
     conversion = convert_to_onnx(settings, pipeline, split, version, trained.run_id, config.parity_tolerance)
     verdict = run_gate(settings, version, trained.metrics, conversion, config)
     if not verdict.passed:
-        return PipelineResult(settings.model_name, version, "rejected", verdict.reasons, None, None)
+        return PipelineResult(
+            settings.model_name, version, trained.run_id, "rejected", verdict.reasons, None, None
+        )
     if promotion == "none":
-        return PipelineResult(settings.model_name, version, "challenger", [], None, None)
+        return PipelineResult(settings.model_name, version, trained.run_id, "challenger", [], None, None)
     promote_version(settings, version, decided_by="pipeline (auto)")
     if deploy_target == "none":
-        return PipelineResult(settings.model_name, version, "champion", [], version, None)
+        return PipelineResult(settings.model_name, version, trained.run_id, "champion", [], version, None)
     deploy_local_service(settings, version, config.parity_tolerance)
-    return PipelineResult(settings.model_name, version, "champion", [], version, settings.serve_url)
+    return PipelineResult(
+        settings.model_name, version, trained.run_id, "champion", [], version, settings.serve_url
+    )

@@ -110,7 +110,7 @@ def _observed(result: dict[str, Any], exception: dict[str, Any] | None) -> str:
         sample = result.get("partial_unexpected_list", [])[:5]
         return (
             f"{result['unexpected_count']} unexpected "
-            f"({result.get('unexpected_percent', 0):.1f}%), e.g. {sample}"
+            f"({result.get('unexpected_percent') or 0:.1f}%), e.g. {sample}"
         )
     return ""
 

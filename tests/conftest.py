@@ -1,0 +1,106 @@
+"""Shared fixtures: throwaway state folders, a real MLflow store, trained models, free ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from flows import convert, gate, promote, register, train
+from flows.tracking import connect, experiment_id
+from models import datasets
+from models.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(state_dir: Path, **overrides: object) -> Settings:
+    return Settings(state_dir=state_dir, serve_port=free_port(), **overrides)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {
+        "MLOPS_STATE_DIR": str(settings.state_path),
+        "MLOPS_TRACKING_URI": settings.resolved_tracking_uri,
+        "MLOPS_MODEL_NAME": settings.model_name,
+        "MLOPS_SERVE_PORT": str(settings.serve_port),
+    }
+
+
+@pytest.fixture(scope="session")
+def breast_cancer() -> pd.DataFrame:
+    return datasets.load_frame(datasets.demo_source("breast_cancer"))
+
+
+@pytest.fixture(scope="session")
+def split(breast_cancer: pd.DataFrame) -> datasets.Split:
+    return datasets.split(breast_cancer, datasets.BREAST_CANCER)
+
+
+@pytest.fixture(scope="session")
+def fitted(split: datasets.Split) -> Pipeline:
+    return train.fit(split, "logistic_regression")
+
+
+@dataclass(frozen=True)
+class Registered:
+    settings: Settings
+    version: str
+    run_id: str
+    gate: gate.GateResult
+
+
+def train_and_register(
+    settings: Settings, split: datasets.Split, recipe: str, *, promote_it: bool
+) -> Registered:
+    """The pipeline's stages called directly, without Prefect: a real MLflow store under settings."""
+    client = connect(settings)
+    pipeline = train.fit(split, recipe)
+    result = train.track_training(
+        pipeline,
+        split,
+        recipe=recipe,
+        experiment_id=experiment_id(client, settings),
+        data_source="demo:breast_cancer",
+        data_digest=datasets.digest(split.train),
+        validation="test",
+        git_commit="test",
+    )
+    version = register.register(client, settings.model_name, result, {"test": "true"})
+    conversion = convert.convert_version(
+        client,
+        pipeline,
+        split,
+        model_name=settings.model_name,
+        version=version,
+        run_id=result.run_id,
+        tolerance=1e-5,
+    )
+    verdict = gate.evaluate_gate(result.metrics, conversion, gate.GateConfig())
+    gate.record_gate(client, settings.model_name, version, verdict)
+    if promote_it:
+        promote.promote(client, settings.model_name, version, decided_by="test", decision="approved")
+    return Registered(settings=settings, version=version, run_id=result.run_id, gate=verdict)
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory: pytest.TempPathFactory, split: datasets.Split) -> Registered:
+    """A registry (session-wide, read-only for tests) whose champion is a logistic regression."""
+    settings = make_settings(tmp_path_factory.mktemp("registry") / "state")
+    return train_and_register(settings, split, "logistic_regression", promote_it=True)
+
+
+@pytest.fixture
+def serving_env(champion: Registered, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    for key, value in settings_env(champion.settings).items():
+        monkeypatch.setenv(key, value)
+    yield champion.settings

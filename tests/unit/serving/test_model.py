@@ -1,0 +1,59 @@
+import pytest
+from sklearn.pipeline import Pipeline
+
+from models import datasets
+from models.features import InputError
+from serving.model import LoadedModel, ModelUnavailableError, fetch, load_alias, resolve
+from tests.conftest import Registered
+
+
+def test_resolve_follows_the_champion_alias(champion: Registered) -> None:
+    settings = champion.settings
+    ref = resolve(settings.resolved_tracking_uri, settings.model_name)
+    assert (ref.version, ref.run_id) == (champion.version, champion.run_id)
+    assert ref.onnx_uri.startswith("models:/")
+
+
+def test_missing_alias_or_model_is_unavailable(champion: Registered) -> None:
+    settings = champion.settings
+    with pytest.raises(ModelUnavailableError, match="nope@champion"):
+        resolve(settings.resolved_tracking_uri, "nope")
+    with pytest.raises(ModelUnavailableError, match="challenger-x"):
+        resolve(settings.resolved_tracking_uri, settings.model_name, alias="challenger-x")
+
+
+def test_fetch_caches_the_onnx_file(champion: Registered) -> None:
+    settings = champion.settings
+    ref = resolve(settings.resolved_tracking_uri, settings.model_name)
+    path = fetch(ref, settings.resolved_tracking_uri, settings.model_cache_dir)
+    assert path.name == "model.onnx" and path.is_file()
+    mtime = path.stat().st_mtime_ns
+    assert fetch(ref, settings.resolved_tracking_uri, settings.model_cache_dir) == path
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_loaded_model_predicts_like_scikit_learn(
+    champion: Registered, split: datasets.Split, fitted: Pipeline
+) -> None:
+    settings = champion.settings
+    model = load_alias(settings.resolved_tracking_uri, settings.model_name, settings.model_cache_dir)
+    assert isinstance(model, LoadedModel)
+    assert [t.name for t in model.inputs] == datasets.BREAST_CANCER.feature_names
+    assert model.classes == (0, 1)
+    rows = split.holdout.head(20)
+    predictions = model.predict(datasets.records(rows, datasets.BREAST_CANCER))
+    assert [p["label"] for p in predictions] == fitted.predict(
+        rows[datasets.BREAST_CANCER.feature_names]
+    ).tolist()
+    expected = fitted.predict_proba(rows[datasets.BREAST_CANCER.feature_names])
+    for prediction, row in zip(predictions, expected, strict=True):
+        assert list(prediction["probabilities"]) == ["0", "1"]
+        assert list(prediction["probabilities"].values()) == pytest.approx(row.tolist(), abs=1e-9)
+
+
+def test_loaded_model_refuses_bad_records(champion: Registered, split: datasets.Split) -> None:
+    settings = champion.settings
+    model = load_alias(settings.resolved_tracking_uri, settings.model_name, settings.model_cache_dir)
+    record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
+    with pytest.raises(InputError, match="missing features \\['mean_radius'\\]"):
+        model.predict([{k: v for k, v in record.items() if k != "mean_radius"}])
