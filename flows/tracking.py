@@ -18,7 +18,8 @@ def connect(settings: Settings) -> MlflowClient:
     settings.state_path.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
-    client = MlflowClient(settings.resolved_tracking_uri)
+    uri = settings.resolved_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if client.get_experiment_by_name(settings.experiment_name) is None:
         client.create_experiment(settings.experiment_name, artifact_location=settings.resolved_artifact_uri)
     return client

@@ -28,13 +28,14 @@ class ModelRef:
     version: str
     run_id: str
     onnx_uri: str
+    artifact_uri: str
 
 
 def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelRef:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
@@ -44,25 +45,32 @@ def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelR
         raise ModelUnavailableError(
             f"{model_name} version {version.version} has no ONNX model ({Tag.ONNX_URI})"
         )
+    try:
+        # Resolve models:/<id> with this client: MLflow's own resolution uses the global registry URI.
+        location = client.get_logged_model(onnx_uri.removeprefix("models:/")).artifact_location
+    except MlflowException as exc:
+        raise ModelUnavailableError(f"{onnx_uri} (version {version.version}): {exc.message}") from exc
     return ModelRef(
-        name=model_name, version=str(version.version), run_id=str(version.run_id), onnx_uri=onnx_uri
+        name=model_name,
+        version=str(version.version),
+        run_id=str(version.run_id),
+        onnx_uri=onnx_uri,
+        artifact_uri=location,
     )
 
 
-def fetch(ref: ModelRef, tracking_uri: str, cache_dir: Path) -> Path:
+def fetch(ref: ModelRef, cache_dir: Path) -> Path:
     """Download the version's ONNX model once into the cache; return the ``.onnx`` file."""
     import mlflow.artifacts
 
     target = cache_dir / ref.name / ref.version
-    model_file = target / "model.onnx"
-    if not model_file.is_file():
+    if not any(target.rglob("*.onnx")):
         target.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=ref.onnx_uri, dst_path=str(target), tracking_uri=tracking_uri
-        )
-    if not model_file.is_file():
-        raise ModelUnavailableError(f"{ref.onnx_uri} holds no model.onnx")
-    return model_file
+        mlflow.artifacts.download_artifacts(artifact_uri=ref.artifact_uri, dst_path=str(target))
+    found = sorted(target.rglob("*.onnx"))
+    if not found:
+        raise ModelUnavailableError(f"{ref.onnx_uri} (version {ref.version}) holds no .onnx file")
+    return found[0]
 
 
 def session_options() -> ort.SessionOptions:
@@ -106,4 +114,4 @@ class LoadedModel:
 
 def load_alias(tracking_uri: str, model_name: str, cache_dir: Path, alias: str = CHAMPION) -> LoadedModel:
     ref = resolve(tracking_uri, model_name, alias)
-    return LoadedModel.load(ref, fetch(ref, tracking_uri, cache_dir))
+    return LoadedModel.load(ref, fetch(ref, cache_dir))

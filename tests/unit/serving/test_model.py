@@ -25,10 +25,10 @@ def test_missing_alias_or_model_is_unavailable(champion: Registered) -> None:
 def test_fetch_caches_the_onnx_file(champion: Registered) -> None:
     settings = champion.settings
     ref = resolve(settings.resolved_tracking_uri, settings.model_name)
-    path = fetch(ref, settings.resolved_tracking_uri, settings.model_cache_dir)
-    assert path.name == "model.onnx" and path.is_file()
+    path = fetch(ref, settings.model_cache_dir)
+    assert path.suffix == ".onnx" and path.is_file()
     mtime = path.stat().st_mtime_ns
-    assert fetch(ref, settings.resolved_tracking_uri, settings.model_cache_dir) == path
+    assert fetch(ref, settings.model_cache_dir) == path
     assert path.stat().st_mtime_ns == mtime
 
 
