@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 from sklearn.pipeline import Pipeline
 
 from flows import convert, gate, promote, register, train
@@ -104,3 +105,19 @@ def serving_env(champion: Registered, monkeypatch: pytest.MonkeyPatch) -> Iterat
     for key, value in settings_env(champion.settings).items():
         monkeypatch.setenv(key, value)
     yield champion.settings
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (starting one costs 10-15 s)."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def flow_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None) -> Settings:
+    """Settings the flow will read from the environment: a fresh state folder and a free port."""
+    settings = make_settings(tmp_path / "state")
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    return settings

@@ -1,3 +1,0 @@
-from tests.flows.conftest import flow_settings, prefect_server
-
-__all__ = ["flow_settings", "prefect_server"]
