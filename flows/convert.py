@@ -14,6 +14,7 @@ from flows.train import pinned_requirements
 from models.convert import ConversionError, ParityReport, check_parity, onnx_feeds, to_onnx
 from models.datasets import Split, records
 from models.registry import GOLDEN_ARTIFACT, ONNX_ARTIFACT_NAME, Tag
+from models.runtime import LatencyReport, make_session, single_row_latency
 
 GOLDEN_ROWS = 8
 
@@ -24,6 +25,7 @@ class ConvertResult:
     parity: ParityReport | None
     error: str | None
     size_bytes: int
+    latency: LatencyReport | None = None
 
     @property
     def converted(self) -> bool:
@@ -59,6 +61,9 @@ def convert_version(
         client.set_model_version_tag(model_name, version, Tag.ONNX_PARITY, "not converted")
         return ConvertResult(onnx_uri=None, parity=None, error=str(exc), size_bytes=0)
     parity = check_parity(pipeline, model, split.holdout, split.spec, tolerance)
+    latency = single_row_latency(
+        make_session(model.SerializeToString()), onnx_feeds(split.holdout, split.spec)
+    )
     example = split.holdout.head(3)
     signature = infer_signature(
         onnx_feeds(example, split.spec),
@@ -75,7 +80,13 @@ def convert_version(
             pip_requirements=pinned_requirements("onnx", "onnxruntime"),
         )
         mlflow.log_dict(golden_payload(pipeline, split), GOLDEN_ARTIFACT)
-        mlflow.log_metrics({"onnx_parity_max_abs_diff": parity.max_abs_diff})
+        mlflow.log_metrics(
+            {
+                "onnx_parity_max_abs_diff": parity.max_abs_diff,
+                "onnx_latency_p50_ms": latency.p50_ms,
+                "onnx_latency_p99_ms": latency.p99_ms,
+            }
+        )
     golden_uri = f"runs:/{run_id}/{GOLDEN_ARTIFACT}"
     for key, value in {
         Tag.ONNX_URI: info.model_uri,
@@ -85,5 +96,9 @@ def convert_version(
     }.items():
         client.set_model_version_tag(model_name, version, key, value)
     return ConvertResult(
-        onnx_uri=info.model_uri, parity=parity, error=None, size_bytes=len(model.SerializeToString())
+        onnx_uri=info.model_uri,
+        parity=parity,
+        error=None,
+        size_bytes=len(model.SerializeToString()),
+        latency=latency,
     )

@@ -8,22 +8,49 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.convert import ConvertResult
+from models.datasets import Task
+from models.metrics import HIGHER_IS_BETTER, TASK_METRICS
 from models.registry import CHALLENGER, Tag
+from models.runtime import LatencyReport
 
 
 class GateConfig(BaseModel):
-    """Per-deployment thresholds (flow parameters, defaults in prefect.yaml)."""
+    """Per-deployment thresholds (flow parameters; defaults in prefect.yaml)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric_floors: dict[str, float] = Field(
         default_factory=lambda: {"roc_auc": 0.95, "accuracy": 0.9},
-        description="Held-out metric -> minimum value (higher is better).",
+        description="Held-out metric -> minimum value.",
     )
     metric_ceilings: dict[str, float] = Field(
-        default_factory=dict, description="Held-out metric -> maximum value (lower is better)."
+        default_factory=dict, description="Held-out metric -> maximum value (for lower-is-better metrics)."
     )
-    parity_tolerance: float = Field(default=1e-5, gt=0, description="Max |ONNX - sklearn| output.")
+    max_regression: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.005, "accuracy": 0.01},
+        description="Metric -> how much worse than the champion (same rows, same run) is tolerated.",
+    )
+    parity_tolerance: float = Field(default=1e-5, gt=0, description="Max ONNX vs scikit-learn difference.")
+    latency_p99_ms: float = Field(default=5.0, gt=0, description="onnxruntime p99, one row, one thread.")
+    max_model_bytes: int = Field(default=50_000_000, gt=0, description="ONNX model file size limit.")
+
+    def problems_for(self, task: Task) -> list[str]:
+        """Names of configured metrics the task does not produce (checked when the flow starts)."""
+        known = TASK_METRICS[task]
+        configured = {*self.metric_floors, *self.metric_ceilings, *self.max_regression}
+        return [
+            f"metric {name!r} is not computed for {task} (expected one of {sorted(known)})"
+            for name in sorted(configured - known)
+        ]
+
+
+@dataclass(frozen=True)
+class ChampionScores:
+    """The current champion scored on the candidate's held-out rows, in the candidate's run."""
+
+    version: str
+    metrics: dict[str, float]
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,10 @@ class GateResult:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "rejected"
+
+    @property
     def reasons(self) -> list[str]:
         return [f"{c.name}: {c.value} (needs {c.threshold})" for c in self.checks if not c.passed]
 
@@ -52,37 +83,64 @@ class GateResult:
             for c in self.checks
         ]
 
+    def to_markdown(self) -> str:
+        rows = [f"| {r['check']} | {r['value']} | {r['threshold']} | {r['verdict']} |" for r in self.table()]
+        return "\n".join(["| check | value | threshold | verdict |", "|---|---|---|---|", *rows])
+
 
 def _verdict(passed: bool) -> str:
     return "pass" if passed else "fail"
 
 
+def _metric(metrics: dict[str, float], name: str) -> str:
+    return f"{metrics[name]:.4f}" if name in metrics else "missing"
+
+
 def metric_checks(metrics: dict[str, float], config: GateConfig) -> list[Check]:
+    floors = [
+        Check(
+            f"metric.{name}", _metric(metrics, name), f">= {floor}", metrics.get(name, float("-inf")) >= floor
+        )
+        for name, floor in config.metric_floors.items()
+    ]
+    ceilings = [
+        Check(
+            f"metric.{name}",
+            _metric(metrics, name),
+            f"<= {ceiling}",
+            metrics.get(name, float("inf")) <= ceiling,
+        )
+        for name, ceiling in config.metric_ceilings.items()
+    ]
+    return floors + ceilings
+
+
+def champion_checks(
+    metrics: dict[str, float], champion: ChampionScores | None, config: GateConfig
+) -> list[Check]:
+    """No regression against the champion beyond a tolerance; the first model has nothing to regress from."""
+    if champion is None:
+        return [Check("champion.regression", "no champion yet (first model)", "no regression", True)]
+    if champion.error:
+        return [Check("champion.regression", champion.error, "comparable with the champion", False)]
     checks = []
-    for name, floor in config.metric_floors.items():
-        value = metrics.get(name)
-        checks.append(
-            Check(
-                f"metric.{name}",
-                "missing" if value is None else f"{value:.4f}",
-                f">= {floor}",
-                value is not None and value >= floor,
-            )
+    for name, tolerance in config.max_regression.items():
+        if name not in metrics or name not in champion.metrics:
+            checks.append(Check(f"champion.{name}", "missing", "comparable", False))
+            continue
+        delta = metrics[name] - champion.metrics[name]
+        if name in HIGHER_IS_BETTER:
+            passed, threshold = delta >= -tolerance, f"delta >= -{tolerance}"
+        else:
+            passed, threshold = delta <= tolerance, f"delta <= +{tolerance}"
+        value = (
+            f"{metrics[name]:.4f} vs v{champion.version} {champion.metrics[name]:.4f} (delta {delta:+.4f})"
         )
-    for name, ceiling in config.metric_ceilings.items():
-        value = metrics.get(name)
-        checks.append(
-            Check(
-                f"metric.{name}",
-                "missing" if value is None else f"{value:.4f}",
-                f"<= {ceiling}",
-                value is not None and value <= ceiling,
-            )
-        )
+        checks.append(Check(f"champion.{name}", value, threshold, passed))
     return checks
 
 
-def conversion_checks(conversion: ConvertResult) -> list[Check]:
+def conversion_checks(conversion: ConvertResult, config: GateConfig) -> list[Check]:
     if not conversion.converted or conversion.parity is None:
         return [Check("onnx.conversion", f"failed: {conversion.error}", "converts", False)]
     parity = conversion.parity
@@ -92,14 +150,48 @@ def conversion_checks(conversion: ConvertResult) -> list[Check]:
             "onnx.parity",
             f"labels {'identical' if parity.labels_identical else 'differ'}, "
             f"max diff {parity.max_abs_diff:.2e} on {parity.rows} rows",
-            f"identical, <= {parity.tolerance:.0e}",
-            parity.passed,
+            f"identical, <= {config.parity_tolerance:.0e}",
+            parity.labels_identical and parity.max_abs_diff <= config.parity_tolerance,
+        ),
+        Check(
+            "onnx.size",
+            f"{conversion.size_bytes:,} bytes",
+            f"<= {config.max_model_bytes:,} bytes",
+            conversion.size_bytes <= config.max_model_bytes,
         ),
     ]
 
 
-def evaluate_gate(metrics: dict[str, float], conversion: ConvertResult, config: GateConfig) -> GateResult:
-    return GateResult(checks=(*metric_checks(metrics, config), *conversion_checks(conversion)))
+def latency_checks(latency: LatencyReport | None, config: GateConfig) -> list[Check]:
+    if latency is None:
+        return [
+            Check("onnx.latency_p99", "not measured (no ONNX model)", f"<= {config.latency_p99_ms} ms", False)
+        ]
+    return [
+        Check(
+            "onnx.latency_p99",
+            f"{latency.p99_ms:.3f} ms (p50 {latency.p50_ms:.3f} ms, {latency.calls} single-row calls)",
+            f"<= {config.latency_p99_ms} ms",
+            latency.p99_ms <= config.latency_p99_ms,
+        )
+    ]
+
+
+def evaluate_gate(
+    metrics: dict[str, float],
+    conversion: ConvertResult,
+    latency: LatencyReport | None,
+    champion: ChampionScores | None,
+    config: GateConfig,
+) -> GateResult:
+    return GateResult(
+        checks=(
+            *metric_checks(metrics, config),
+            *champion_checks(metrics, champion, config),
+            *conversion_checks(conversion, config),
+            *latency_checks(latency, config),
+        )
+    )
 
 
 def record_gate(client: MlflowClient, model_name: str, version: str, result: GateResult) -> None:
@@ -111,9 +203,7 @@ def record_gate(client: MlflowClient, model_name: str, version: str, result: Gat
             Tag.gate_check(check.name),
             f"{_verdict(check.passed)}: {check.value} (threshold {check.threshold})",
         )
-    client.set_model_version_tag(
-        model_name, version, Tag.GATE_VERDICT, "passed" if result.passed else "rejected"
-    )
+    client.set_model_version_tag(model_name, version, Tag.GATE_VERDICT, result.verdict)
     client.set_model_version_tag(model_name, version, Tag.GATE_REASONS, "; ".join(result.reasons) or "none")
     if result.passed:
         client.set_registered_model_alias(model_name, CHALLENGER, version)

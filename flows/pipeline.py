@@ -1,25 +1,32 @@
-"""The training pipeline flow: validate -> train -> register -> convert -> gate -> promote -> deploy.
+"""Prefect flows: the training pipeline, and manual promotion.
 
-Each task is a thin wrapper around a plain function; the flow only wires them together.
+Each task is a thin wrapper around a plain function in its stage module; the flows only wire them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import mlflow.artifacts
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.states import Completed
 from sklearn.pipeline import Pipeline
 
-from flows import convert, deploy, gate, promote, register, train, validate
+from flows import card, convert, deploy, evaluate, gate, promote, register, train, validate
 from flows.tracking import connect, experiment_id, git_commit
 from models import datasets
-from models.registry import Tag
+from models.recipes import get_recipe
+from models.registry import CHALLENGER, Tag
 from models.settings import Settings
+
+Promotion = Literal["auto", "approval", "none"]
+DeployTarget = Literal["local", "none"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class PipelineResult:
     model_name: str
     version: str | None
     run_id: str | None
-    verdict: str
+    verdict: str  # "champion", "challenger", "rejected" (gate), "declined" (reviewer or timeout)
     reasons: list[str]
     champion: str | None
     served_url: str | None
@@ -37,6 +44,10 @@ def _artifact_key(*parts: str) -> str:
     return "-".join(parts).lower().replace("_", "-")
 
 
+def _log(stage: str, message: str, *args: object) -> None:
+    get_run_logger().info(f"stage={stage} " + message, *args)
+
+
 @task(cache_policy=NONE)
 def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame, validate.ValidationReport]:
     frame = datasets.load_frame(source)
@@ -44,8 +55,9 @@ def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame
     create_markdown_artifact(
         report.to_markdown(), key=_artifact_key("data-validation", spec.name), description=report.summary
     )
-    get_run_logger().info(
-        "stage=validate dataset=%s verdict=%s (%s)",
+    _log(
+        "validate",
+        "dataset=%s verdict=%s (%s)",
         spec.name,
         "passed" if report.passed else "failed",
         report.summary,
@@ -57,16 +69,9 @@ def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame
 
 @task(cache_policy=NONE)
 def train_model(
-    frame: pd.DataFrame,
-    spec: datasets.DatasetSpec,
-    recipe: str,
-    source: str,
-    validation: str,
-    settings: Settings,
-) -> tuple[train.TrainResult, Pipeline, datasets.Split, str]:
+    split: datasets.Split, recipe: str, source: str, data_digest: str, validation: str, settings: Settings
+) -> tuple[train.TrainResult, Pipeline]:
     client = connect(settings)
-    split = datasets.split(frame, spec)
-    data_digest = datasets.digest(frame)
     pipeline = train.fit(split, recipe)
     result = train.track_training(
         pipeline,
@@ -78,14 +83,14 @@ def train_model(
         validation=validation,
         git_commit=git_commit(),
     )
-    get_run_logger().info("stage=train recipe=%s run=%s metrics=%s", recipe, result.run_id, result.metrics)
-    return result, pipeline, split, data_digest
+    _log("train", "recipe=%s run=%s metrics=%s", recipe, result.run_id, result.metrics)
+    return result, pipeline
 
 
 @task(cache_policy=NONE)
 def register_version(settings: Settings, result: train.TrainResult, tags: dict[str, str]) -> str:
     version = register.register(connect(settings), settings.model_name, result, tags)
-    get_run_logger().info("stage=register model=%s version=%s", settings.model_name, version)
+    _log("register", "model=%s version=%s run=%s", settings.model_name, version, result.run_id)
     return version
 
 
@@ -102,13 +107,27 @@ def convert_to_onnx(
         run_id=run_id,
         tolerance=tolerance,
     )
-    get_run_logger().info(
-        "stage=convert version=%s converted=%s parity=%s",
+    parity = result.parity.passed if result.parity else None
+    _log(
+        "convert",
+        "version=%s converted=%s parity=%s error=%s",
         version,
         result.converted,
-        result.parity.passed if result.parity else None,
+        parity,
+        result.error,
     )
     return result
+
+
+@task(cache_policy=NONE)
+def score_champion(settings: Settings, split: datasets.Split) -> gate.ChampionScores | None:
+    scores = evaluate.score_champion(connect(settings), settings.model_name, split)
+    _log(
+        "gate",
+        "champion=%s",
+        "none (first model)" if scores is None else f"v{scores.version} {scores.metrics}",
+    )
+    return scores
 
 
 @task(cache_policy=NONE)
@@ -117,31 +136,61 @@ def run_gate(
     version: str,
     metrics: dict[str, float],
     conversion: convert.ConvertResult,
+    champion: gate.ChampionScores | None,
     config: gate.GateConfig,
 ) -> gate.GateResult:
-    result = gate.evaluate_gate(metrics, conversion, config)
+    result = gate.evaluate_gate(metrics, conversion, conversion.latency, champion, config)
     gate.record_gate(connect(settings), settings.model_name, version, result)
     create_table_artifact(
         result.table(),
         key=_artifact_key("gate", settings.model_name),
-        description=f"Gate for {settings.model_name} v{version}: {'passed' if result.passed else 'rejected'}",
+        description=f"Gate for {settings.model_name} v{version}: {result.verdict}",
     )
-    get_run_logger().info(
-        "stage=gate version=%s verdict=%s reasons=%s",
-        version,
-        "passed" if result.passed else "rejected",
-        result.reasons or "none",
-    )
+    _log("gate", "version=%s verdict=%s reasons=%s", version, result.verdict, result.reasons or "none")
     return result
 
 
+def request_approval(evidence: str, timeout_s: int) -> promote.Decision:
+    """Pause the flow run with a form in the Prefect UI; no answer within the timeout rejects."""
+    try:
+        answer = pause_flow_run(
+            wait_for_input=promote.ApprovalInput.with_initial_data(description=evidence),
+            timeout=timeout_s,
+            poll_interval=2,
+        )
+    except FlowPauseTimeout:
+        return promote.Decision(False, "timeout", f"no decision within {timeout_s} s")
+    return promote.Decision(answer.approve, answer.reviewer, answer.reason)
+
+
 @task(cache_policy=NONE)
-def promote_version(settings: Settings, version: str, decided_by: str) -> str | None:
-    previous = promote.promote(
-        connect(settings), settings.model_name, version, decided_by=decided_by, decision="approved"
-    )
-    get_run_logger().info("stage=promote champion=%s previous=%s by=%s", version, previous, decided_by)
+def record_declined(settings: Settings, version: str, decision: promote.Decision) -> None:
+    client = connect(settings)
+    promote.record_decision(client, settings.model_name, version, decision)
+    if client.get_model_version_by_alias(settings.model_name, CHALLENGER).version == version:
+        client.delete_registered_model_alias(settings.model_name, CHALLENGER)
+    _log("promote", "version=%s verdict=declined by=%s reason=%s", version, decision.by, decision.reason)
+
+
+@task(cache_policy=NONE)
+def promote_version(
+    settings: Settings, version: str, decision: promote.Decision, force: bool = False
+) -> str | None:
+    previous = promote.promote(connect(settings), settings.model_name, version, decision, force=force)
+    _log("promote", "version=%s verdict=champion previous=%s by=%s", version, previous, decision.by)
     return previous
+
+
+@task(cache_policy=NONE)
+def write_model_card(settings: Settings, facts: card.CardFacts) -> str:
+    uri = card.log_model_card(connect(settings), facts)
+    create_markdown_artifact(
+        card.model_card(facts),
+        key=_artifact_key("model-card", settings.model_name),
+        description=f"Model card for {settings.model_name} v{facts.version}",
+    )
+    _log("card", "version=%s card=%s", facts.version, uri)
+    return uri
 
 
 @task(cache_policy=NONE)
@@ -152,8 +201,10 @@ def deploy_local_service(settings: Settings, version: str, tolerance: float) -> 
     golden_uri = client.get_model_version(settings.model_name, version).tags[Tag.GOLDEN_URI]
     golden: dict[str, Any] = mlflow.artifacts.load_dict(golden_uri)
     check = deploy.golden_check(service.url, golden, version, tolerance)
-    get_run_logger().info(
-        "stage=deploy service=%s (%s) served=%s golden=%d/%d match verdict=%s",
+    _log(
+        "deploy",
+        "version=%s service=%s (%s) served=%s golden=%d/%d verdict=%s",
+        version,
         service.url,
         action,
         check.served_version,
@@ -166,23 +217,45 @@ def deploy_local_service(settings: Settings, version: str, tolerance: float) -> 
     return check
 
 
+def ended(name: str, message: str, result: PipelineResult) -> PipelineResult:
+    """End the flow run in a named Completed state (shown in the UI) that still returns ``result``.
+
+    Prefect makes a state returned by a flow its final state and hands callers the state's data.
+    """
+    return cast(PipelineResult, Completed(name=name, message=message, data=result))
+
+
+def check_parameters(spec: datasets.DatasetSpec, recipe: str, config: gate.GateConfig) -> None:
+    """Refuse a run whose parameters cannot work, before any data is read."""
+    problems = config.problems_for(spec.task)
+    chosen = get_recipe(recipe)
+    if chosen.task != spec.task:
+        problems.append(f"recipe {recipe!r} is for {chosen.task}, dataset {spec.name!r} is {spec.task}")
+    if problems:
+        raise ValueError("invalid pipeline parameters: " + "; ".join(problems))
+
+
 @flow(name="training-pipeline", log_prints=True)
 def training_pipeline(
     data_source: str = "demo:breast_cancer",
     dataset: str = "breast_cancer",
     recipe: str = "logistic_regression",
     gate_config: gate.GateConfig | None = None,
-    promotion: Literal["auto", "none"] = "auto",
-    deploy_target: Literal["local", "none"] = "local",
+    promotion: Promotion = "auto",
+    approval_timeout_s: int = 3600,
+    deploy_target: DeployTarget = "local",
 ) -> PipelineResult:
     """Validate data, train a recipe, register, convert to ONNX, gate, promote and deploy."""
     settings = Settings()
     config = gate_config or gate.GateConfig()
     spec = datasets.get_spec(dataset)
+    check_parameters(spec, recipe, config)
+
     frame, report = validate_data(data_source, spec)
-    trained, pipeline, split, data_digest = train_model(
-        frame, spec, recipe, data_source, report.summary, settings
-    )
+    split = datasets.split(frame, spec)
+    data_digest = datasets.digest(frame)
+    trained, pipeline = train_model(split, recipe, data_source, data_digest, report.summary, settings)
+    commit = git_commit()
     tags = register.lineage_tags(
         trained,
         recipe=recipe,
@@ -190,21 +263,80 @@ def training_pipeline(
         data_digest=data_digest,
         rows=len(frame),
         validation=report.summary,
-        git_commit=git_commit(),
+        git_commit=commit,
     )
     version = register_version(settings, trained, tags)
     conversion = convert_to_onnx(settings, pipeline, split, version, trained.run_id, config.parity_tolerance)
-    verdict = run_gate(settings, version, trained.metrics, conversion, config)
-    if not verdict.passed:
-        return PipelineResult(
-            settings.model_name, version, trained.run_id, "rejected", verdict.reasons, None, None
+    champion = score_champion(settings, split)
+    verdict = run_gate(settings, version, trained.metrics, conversion, champion, config)
+
+    decision: promote.Decision | None = None
+    if verdict.passed and promotion == "auto":
+        decision = promote.Decision(True, "pipeline (auto)", "passed the gate")
+    elif verdict.passed and promotion == "approval":
+        evidence = promote.evidence_markdown(
+            settings.model_name, version, trained.metrics, champion, report.summary, verdict
         )
-    if promotion == "none":
-        return PipelineResult(settings.model_name, version, trained.run_id, "challenger", [], None, None)
-    promote_version(settings, version, decided_by="pipeline (auto)")
-    if deploy_target == "none":
-        return PipelineResult(settings.model_name, version, trained.run_id, "champion", [], version, None)
-    deploy_local_service(settings, version, config.parity_tolerance)
-    return PipelineResult(
-        settings.model_name, version, trained.run_id, "champion", [], version, settings.serve_url
+        decision = request_approval(evidence, approval_timeout_s)
+
+    facts = card.CardFacts(
+        model_name=settings.model_name,
+        version=version,
+        run_id=trained.run_id,
+        recipe=get_recipe(recipe),
+        spec=spec,
+        data_source=data_source,
+        data_digest=data_digest,
+        rows=len(frame),
+        validation=report.summary,
+        git_commit=commit,
+        metrics=trained.metrics,
+        champion=champion,
+        gate=verdict,
+        conversion=conversion,
+        decision=decision,
     )
+
+    def result(
+        outcome: str, reasons: list[str], champion_version: str | None, url: str | None
+    ) -> PipelineResult:
+        return PipelineResult(
+            settings.model_name, version, trained.run_id, outcome, reasons, champion_version, url
+        )
+
+    if not verdict.passed:
+        write_model_card(settings, facts)
+        message = f"v{version} rejected by the gate: " + "; ".join(verdict.reasons)
+        return ended("Rejected", message, result("rejected", verdict.reasons, None, None))
+    if decision is None:
+        write_model_card(settings, facts)
+        return result("challenger", [], None, None)
+    if not decision.approved:
+        record_declined(settings, version, decision)
+        write_model_card(settings, facts)
+        message = f"v{version} not promoted: {decision.by}: {decision.reason}"
+        return ended("Declined", message, result("declined", [decision.reason], None, None))
+
+    promote_version(settings, version, decision)
+    write_model_card(settings, facts)
+    if deploy_target == "none":
+        return result("champion", [], version, None)
+    deploy_local_service(settings, version, config.parity_tolerance)
+    return result("champion", [], version, settings.serve_url)
+
+
+@flow(name="promote")
+def promote_flow(
+    version: str,
+    requested_by: str,
+    reason: str,
+    force: bool = False,
+    deploy_target: DeployTarget = "local",
+) -> str | None:
+    """Promote a named version by hand. Refuses a version that failed the gate unless ``force``."""
+    settings = Settings()
+    decision = promote.Decision(True, requested_by, reason)
+    previous = promote_version(settings, version, decision, force=force)
+    if deploy_target == "local":
+        deploy_local_service(settings, version, gate.GateConfig().parity_tolerance)
+    return previous

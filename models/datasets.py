@@ -126,8 +126,108 @@ BREAST_CANCER = DatasetSpec(
     description="Wisconsin diagnostic breast cancer (scikit-learn bundled); target 1 = benign.",
 )
 
-SPECS: dict[str, DatasetSpec] = {BREAST_CANCER.name: BREAST_CANCER}
-_DEMO_LOADERS = {BREAST_CANCER.name: _breast_cancer_frame}
+PLANS = ("basic", "standard", "premium")
+REGIONS = ("north", "south", "east", "west")
+CONTRACTS = ("monthly", "yearly")
+NEIGHBOURHOODS = ("centre", "riverside", "hills", "suburb", "industrial")
+BUILDING_TYPES = ("flat", "terraced", "detached")
+
+
+def _churn_frame(rows: int = 3000, seed: int = 20261121) -> pd.DataFrame:
+    """Synthetic telecom churn: numbers and strings, generated the same way every time."""
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(PLANS, rows, p=[0.5, 0.3, 0.2])
+    region = rng.choice(REGIONS, rows)
+    contract = rng.choice(CONTRACTS, rows, p=[0.6, 0.4])
+    tenure = rng.integers(1, 73, rows).astype(float)
+    calls = rng.poisson(1.5, rows).astype(float)
+    charges = np.select([plan == "basic", plan == "standard"], [25.0, 45.0], 80.0) + rng.normal(0, 6, rows)
+    logit = (
+        -0.8
+        + 0.7 * calls
+        - 0.045 * tenure
+        + 0.015 * (charges - 45)
+        - 1.4 * (contract == "yearly")
+        + 0.5 * (region == "south")
+        - 0.3 * (plan == "premium")
+    )
+    churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame(
+        {
+            "tenure_months": tenure,
+            "monthly_charges": charges.round(2),
+            "support_calls": calls,
+            "plan": plan,
+            "region": region,
+            "contract": contract,
+            "churned": churned,
+        }
+    )
+
+
+def _housing_frame(rows: int = 3000, seed: int = 20261122) -> pd.DataFrame:
+    """Synthetic house prices (in thousands): a regression target over numbers and strings."""
+    rng = np.random.default_rng(seed)
+    neighbourhood = rng.choice(NEIGHBOURHOODS, rows)
+    building = rng.choice(BUILDING_TYPES, rows, p=[0.5, 0.3, 0.2])
+    area = rng.gamma(9.0, 10.0, rows).round(1) + 20
+    rooms = np.clip((area / 25 + rng.normal(0, 0.8, rows)).round(), 1, None)
+    age = rng.integers(0, 120, rows).astype(float)
+    premium = {"centre": 1.6, "riverside": 1.35, "hills": 1.2, "suburb": 1.0, "industrial": 0.75}
+    kind = {"flat": 0.9, "terraced": 1.0, "detached": 1.25}
+    price = (2.2 * area + 12 * rooms - 0.35 * age + 40) * np.vectorize(premium.get)(
+        neighbourhood
+    ) * np.vectorize(kind.get)(building) + rng.normal(0, 15, rows)
+    return pd.DataFrame(
+        {
+            "area_sqm": area,
+            "rooms": rooms,
+            "age_years": age,
+            "neighbourhood": neighbourhood,
+            "building_type": building,
+            "price_k": price.round(1),
+        }
+    )
+
+
+CHURN = DatasetSpec(
+    name="churn",
+    task="classification",
+    target="churned",
+    features=(
+        FeatureSpec("tenure_months", "numeric", min_value=0, max_value=600),
+        FeatureSpec("monthly_charges", "numeric", min_value=0, max_value=10_000),
+        FeatureSpec("support_calls", "numeric", min_value=0, max_value=1_000),
+        FeatureSpec("plan", "categorical", categories=PLANS),
+        FeatureSpec("region", "categorical", categories=REGIONS),
+        FeatureSpec("contract", "categorical", categories=CONTRACTS),
+    ),
+    target_values=(0, 1),
+    min_rows=200,
+    description="Synthetic telecom churn with numeric and categorical columns (generated in the repo).",
+)
+
+HOUSING = DatasetSpec(
+    name="housing",
+    task="regression",
+    target="price_k",
+    features=(
+        FeatureSpec("area_sqm", "numeric", min_value=5, max_value=5_000),
+        FeatureSpec("rooms", "numeric", min_value=1, max_value=100),
+        FeatureSpec("age_years", "numeric", min_value=0, max_value=1_000),
+        FeatureSpec("neighbourhood", "categorical", categories=NEIGHBOURHOODS),
+        FeatureSpec("building_type", "categorical", categories=BUILDING_TYPES),
+    ),
+    min_rows=200,
+    description="Synthetic house prices (thousands), numeric and categorical columns, generated in the repo.",
+)
+
+SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (BREAST_CANCER, CHURN, HOUSING)}
+_DEMO_LOADERS = {
+    BREAST_CANCER.name: _breast_cancer_frame,
+    CHURN.name: _churn_frame,
+    HOUSING.name: _housing_frame,
+}
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -8,6 +8,13 @@ from sklearn.pipeline import Pipeline
 
 from models.datasets import Task
 
+HIGHER_IS_BETTER = frozenset({"accuracy", "f1", "roc_auc", "r2"})
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+TASK_METRICS: dict[Task, frozenset[str]] = {
+    "classification": frozenset({"accuracy", "f1", "roc_auc", "log_loss"}),
+    "regression": frozenset({"rmse", "mae", "r2"}),
+}
+
 
 def evaluate(model: Pipeline, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[str, float]:
     if task == "classification":

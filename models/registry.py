@@ -27,6 +27,9 @@ class Tag:
     PROMOTION_DECISION: Final = "promotion.decision"
     PROMOTION_BY: Final = "promotion.by"
     PROMOTION_AT: Final = "promotion.at"
+    PROMOTION_REASON: Final = "promotion.reason"
+    PROMOTION_FORCED_BY: Final = "promotion.forced_by"
+    MODEL_CARD: Final = "model_card.uri"
     DEPLOYMENT_STATUS: Final = "deployment.status"
     DEPLOYMENT_REASON: Final = "deployment.reason"
 
@@ -36,5 +39,6 @@ class Tag:
 
 
 GOLDEN_ARTIFACT: Final = "golden/golden.json"
+MODEL_CARD_ARTIFACT: Final = "model_card.md"
 ONNX_ARTIFACT_NAME: Final = "onnx"
 SKLEARN_ARTIFACT_NAME: Final = "model"

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from models.features import ONNX_TO_DATATYPE, TensorSpec, feeds_from_records
 from models.registry import CHAMPION, Tag
+from models.runtime import make_session
 
 
 class ModelUnavailableError(RuntimeError):
@@ -73,14 +74,6 @@ def fetch(ref: ModelRef, cache_dir: Path) -> Path:
     return found[0]
 
 
-def session_options() -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    # Single rows are faster on one thread, and each serving worker is its own process.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return options
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     ref: ModelRef
@@ -90,9 +83,7 @@ class LoadedModel:
 
     @classmethod
     def load(cls, ref: ModelRef, model_file: Path) -> LoadedModel:
-        session = ort.InferenceSession(
-            str(model_file), sess_options=session_options(), providers=["CPUExecutionProvider"]
-        )
+        session = make_session(model_file)
         inputs = tuple(TensorSpec(i.name, ONNX_TO_DATATYPE[i.type]) for i in session.get_inputs())
         props = session.get_modelmeta().custom_metadata_map
         classes = tuple(json.loads(props["classes"])) if "classes" in props else None

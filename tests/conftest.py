@@ -12,7 +12,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 from sklearn.pipeline import Pipeline
 
-from flows import convert, gate, promote, register, train
+from flows import convert, evaluate, gate, promote, register, train
 from flows.tracking import connect, experiment_id
 from models import datasets
 from models.settings import Settings
@@ -61,7 +61,12 @@ class Registered:
 
 
 def train_and_register(
-    settings: Settings, split: datasets.Split, recipe: str, *, promote_it: bool
+    settings: Settings,
+    split: datasets.Split,
+    recipe: str,
+    *,
+    promote_it: bool,
+    config: gate.GateConfig | None = None,
 ) -> Registered:
     """The pipeline's stages called directly, without Prefect: a real MLflow store under settings."""
     client = connect(settings)
@@ -71,7 +76,7 @@ def train_and_register(
         split,
         recipe=recipe,
         experiment_id=experiment_id(client, settings),
-        data_source="demo:breast_cancer",
+        data_source=datasets.demo_source(split.spec.name),
         data_digest=datasets.digest(split.train),
         validation="test",
         git_commit="test",
@@ -86,10 +91,13 @@ def train_and_register(
         run_id=result.run_id,
         tolerance=1e-5,
     )
-    verdict = gate.evaluate_gate(result.metrics, conversion, gate.GateConfig())
+    champion = evaluate.score_champion(client, settings.model_name, split)
+    verdict = gate.evaluate_gate(
+        result.metrics, conversion, conversion.latency, champion, config or gate.GateConfig()
+    )
     gate.record_gate(client, settings.model_name, version, verdict)
     if promote_it:
-        promote.promote(client, settings.model_name, version, decided_by="test", decision="approved")
+        promote.promote(client, settings.model_name, version, promote.Decision(True, "test", "fixture"))
     return Registered(settings=settings, version=version, run_id=result.run_id, gate=verdict)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from flows.promote import PromotionRefusedError, promote
+from flows.promote import Decision, PromotionRefusedError, promote
 from flows.tracking import alias_version, connect
 from models import datasets
 from models.registry import CHALLENGER, CHAMPION, Tag
@@ -54,5 +54,5 @@ def test_rejected_version_stays_registered_and_cannot_be_promoted(
     assert "metric.accuracy" in tags[Tag.GATE_REASONS]
     assert alias_version(client, settings.model_name, CHALLENGER) is None
     with pytest.raises(PromotionRefusedError, match="gate verdict 'rejected'"):
-        promote(client, settings.model_name, weak.version, decided_by="someone", decision="approved")
+        promote(client, settings.model_name, weak.version, Decision(True, "someone", "why not"))
     assert alias_version(client, settings.model_name, CHAMPION) is None
