@@ -1,4 +1,4 @@
-"""Command line: ``mlops demo | run | stop | status``."""
+"""Command line: ``mlops demo | run | promote | stop | status``."""
 
 from __future__ import annotations
 
@@ -38,17 +38,49 @@ def _demo(settings: Settings) -> int:
     return 0
 
 
+def gate_table(settings: Settings, version: str) -> str:
+    """The gate's checks as recorded on the version's tags, one line each."""
+    from flows.tracking import connect
+    from models.registry import Tag
+
+    tags = connect(settings).get_model_version(settings.model_name, version).tags
+    prefix = Tag.gate_check("")
+    rows = [(key.removeprefix(prefix), value) for key, value in tags.items() if key.startswith(prefix)]
+    width = max((len(name) for name, _ in rows), default=5)
+    lines = [f"{name:<{width}}  {value}" for name, value in sorted(rows)]
+    return "\n".join([f"gate for {settings.model_name} v{version}: {tags.get(Tag.GATE_VERDICT)}", *lines])
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.gate import GateConfig
     from flows.pipeline import training_pipeline
 
     result = training_pipeline(
-        data_source=args.data_source,
+        data_source=args.data_source or f"demo:{args.dataset}",
         dataset=args.dataset,
         recipe=args.recipe,
+        gate_config=GateConfig.model_validate_json(args.gate) if args.gate else None,
+        promotion=args.promotion,
         deploy_target=args.deploy,
     )
     print(json.dumps(result.__dict__, indent=2))
+    if result.version is not None:
+        print(gate_table(settings, result.version))
     return 0 if result.verdict == "champion" else 1
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.pipeline import promote_flow
+
+    previous = promote_flow(
+        version=args.version,
+        requested_by=args.by,
+        reason=args.reason,
+        force=args.force,
+        deploy_target=args.deploy,
+    )
+    print(f"champion: v{previous} -> v{args.version}")
+    return 0
 
 
 def _stop(settings: Settings) -> int:
@@ -89,6 +121,7 @@ def use_state_dir_for_prefect(settings: Settings) -> None:
     home = settings.state_path / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -96,10 +129,18 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="train, gate, promote and serve the demo model; print a prediction")
     run = commands.add_parser("run", help="run the training pipeline once")
-    run.add_argument("--data-source", default="demo:breast_cancer")
-    run.add_argument("--dataset", default="breast_cancer")
-    run.add_argument("--recipe", default="logistic_regression")
+    run.add_argument("--dataset", default="breast_cancer", help="dataset spec (models/datasets.py)")
+    run.add_argument("--data-source", help="CSV/Parquet path; default: the bundled demo:<dataset>")
+    run.add_argument("--recipe", default="logistic_regression", help="recipe (models/recipes.py)")
+    run.add_argument("--gate", help='gate thresholds as JSON, e.g. \'{"metric_floors": {"r2": 0.9}}\'')
+    run.add_argument("--promotion", choices=["auto", "approval", "none"], default="auto")
     run.add_argument("--deploy", choices=["local", "none"], default="local")
+    promote = commands.add_parser("promote", help="promote a named version to champion")
+    promote.add_argument("version")
+    promote.add_argument("--by", required=True, help="who decides (recorded on the version)")
+    promote.add_argument("--reason", required=True)
+    promote.add_argument("--force", action="store_true", help="even if it failed the gate (recorded)")
+    promote.add_argument("--deploy", choices=["local", "none"], default="local")
     commands.add_parser("stop", help="stop the local serving process")
     commands.add_parser("status", help="aliases and what the local service serves")
     return root
@@ -113,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(settings)
     if args.command == "run":
         return _run(settings, args)
+    if args.command == "promote":
+        return _promote(settings, args)
     if args.command == "stop":
         return _stop(settings)
     return _status(settings)

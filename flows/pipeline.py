@@ -5,21 +5,25 @@ Each task is a thin wrapper around a plain function in its stage module; the flo
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+from uuid import UUID
 
 import mlflow.artifacts
 import pandas as pd
+import prefect.runtime.flow_run
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import pause_flow_run, resume_flow_run
 from prefect.states import Completed
 from sklearn.pipeline import Pipeline
 
 from flows import card, convert, deploy, evaluate, gate, promote, register, train, validate
-from flows.tracking import connect, experiment_id, git_commit
+from flows.tracking import alias_version, connect, experiment_id, git_commit
 from models import datasets
 from models.recipes import get_recipe
 from models.registry import CHALLENGER, Tag
@@ -150,16 +154,33 @@ def run_gate(
     return result
 
 
+# The server refuses any way out of a Paused state whose own deadline has passed (the run can then
+# only fail), so the flow declines by itself at its deadline while the pause is still open.
+PAUSE_GRACE_S = 60
+
+
+def _decline_at_deadline(flow_run_id: UUID, timeout_s: int) -> None:
+    reason = f"no decision within {timeout_s} s"
+    with contextlib.suppress(Exception):  # a reviewer answered first: the run is no longer paused
+        resume_flow_run(flow_run_id, run_input={"approve": False, "reviewer": "timeout", "reason": reason})
+
+
 def request_approval(evidence: str, timeout_s: int) -> promote.Decision:
     """Pause the flow run with a form in the Prefect UI; no answer within the timeout rejects."""
+    flow_run_id = UUID(str(prefect.runtime.flow_run.id))
+    deadline = threading.Timer(timeout_s, _decline_at_deadline, args=(flow_run_id, timeout_s))
+    deadline.daemon = True
+    deadline.start()
     try:
         answer = pause_flow_run(
             wait_for_input=promote.ApprovalInput.with_initial_data(description=evidence),
-            timeout=timeout_s,
+            timeout=timeout_s + PAUSE_GRACE_S,
             poll_interval=2,
         )
     except FlowPauseTimeout:
         return promote.Decision(False, "timeout", f"no decision within {timeout_s} s")
+    finally:
+        deadline.cancel()
     return promote.Decision(answer.approve, answer.reviewer, answer.reason)
 
 
@@ -167,7 +188,7 @@ def request_approval(evidence: str, timeout_s: int) -> promote.Decision:
 def record_declined(settings: Settings, version: str, decision: promote.Decision) -> None:
     client = connect(settings)
     promote.record_decision(client, settings.model_name, version, decision)
-    if client.get_model_version_by_alias(settings.model_name, CHALLENGER).version == version:
+    if alias_version(client, settings.model_name, CHALLENGER) == version:
         client.delete_registered_model_alias(settings.model_name, CHALLENGER)
     _log("promote", "version=%s verdict=declined by=%s reason=%s", version, decision.by, decision.reason)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from prefect.client.orchestration import get_client
 
+from flows.gate import GateConfig
 from flows.pipeline import training_pipeline
 from flows.tracking import alias_version, connect
 from flows.validate import DataValidationError
@@ -63,3 +64,64 @@ def test_a_model_below_the_floor_is_rejected_and_the_champion_stays(flow_setting
     client = connect(flow_settings)
     assert alias_version(client, flow_settings.model_name, CHAMPION) == "1"
     assert client.get_model_version(flow_settings.model_name, "2").tags[Tag.GATE_VERDICT] == "rejected"
+
+
+def test_a_rejected_run_ends_completed_in_a_named_state(flow_settings: Settings) -> None:
+    state = training_pipeline(recipe="weak_logistic_regression", deploy_target="none", return_state=True)
+    assert state.is_completed() and state.name == "Rejected"
+    assert state.message is not None and "metric.accuracy" in state.message
+    tags = connect(flow_settings).get_model_version(flow_settings.model_name, "1").tags
+    assert tags[Tag.GATE_VERDICT] == "rejected"
+    assert Tag.MODEL_CARD in tags
+
+
+def test_mixed_type_classification_through_the_pipeline(flow_settings: Settings) -> None:
+    result = training_pipeline(
+        data_source="demo:churn",
+        dataset="churn",
+        recipe="hist_gradient_boosting",
+        gate_config=GateConfig(metric_floors={"roc_auc": 0.7}, max_regression={"roc_auc": 0.01}),
+        deploy_target="none",
+    )
+    assert result.verdict == "champion", result.reasons
+    tags = connect(flow_settings).get_model_version(flow_settings.model_name, "1").tags
+    assert tags[Tag.ONNX_PARITY] == "passed"
+    assert tags[Tag.gate_check("onnx.parity")].startswith("pass: labels identical")
+
+
+def test_regression_through_the_pipeline_with_its_own_metrics(flow_settings: Settings) -> None:
+    config = GateConfig(metric_floors={"r2": 0.9}, metric_ceilings={"rmse": 60}, max_regression={"rmse": 1.0})
+    first = training_pipeline(
+        data_source="demo:housing",
+        dataset="housing",
+        recipe="ridge",
+        gate_config=config,
+        deploy_target="none",
+    )
+    assert first.verdict == "champion", first.reasons
+    better = training_pipeline(
+        data_source="demo:housing",
+        dataset="housing",
+        recipe="hist_gradient_boosting_regressor",
+        gate_config=config,
+        deploy_target="none",
+    )
+    assert better.verdict == "champion", better.reasons
+    tags = connect(flow_settings).get_model_version(flow_settings.model_name, "2").tags
+    assert "vs v1" in tags[Tag.gate_check("champion.rmse")]
+
+
+def test_parameters_that_cannot_work_are_refused_at_the_start(flow_settings: Settings) -> None:
+    state = training_pipeline(
+        dataset="housing",
+        data_source="demo:housing",
+        recipe="ridge",
+        gate_config=GateConfig(metric_floors={"roc_auc": 0.9}),
+        deploy_target="none",
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "metric 'roc_auc' is not computed for regression" in str(state.result(raise_on_failure=False))
+    state = training_pipeline(recipe="ridge", deploy_target="none", return_state=True)
+    assert "recipe 'ridge' is for regression" in str(state.result(raise_on_failure=False))
+    assert connect(flow_settings).search_registered_models() == []
