@@ -55,6 +55,11 @@ class LocalService:
     def url(self) -> str:
         return self.settings.serve_url
 
+    @property
+    def verify(self) -> bool | str:
+        """TLS verification for our own calls: the configured certificate is its own authority."""
+        return str(self.settings.tls_certfile) if self.settings.tls_certfile else True
+
     def pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
@@ -71,27 +76,31 @@ class LocalService:
             "MLOPS_MODEL_NAME": self.settings.model_name,
             "BENTOML_HOME": str(state / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
+            "BENTOML_CONFIG_OPTIONS": f"services.mlops_model.workers={self.settings.serve_workers}",
         }
+
+    def command(self) -> list[str]:
+        bentoml = Path(sys.executable).with_name("bentoml")
+        command = [
+            str(bentoml), "serve", SERVICE_TARGET, "--working-dir", str(PROJECT_ROOT),
+            "--host", self.settings.serve_host, "--port", str(self.settings.serve_port),
+        ]  # fmt: skip
+        if self.settings.tls_certfile and self.settings.tls_keyfile:
+            command += [
+                "--ssl-certfile",
+                str(self.settings.tls_certfile),
+                "--ssl-keyfile",
+                str(self.settings.tls_keyfile),
+            ]
+        return command
 
     def start(self) -> int:
         if (pid := self.pid()) is not None:
             return pid
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        bentoml = Path(sys.executable).with_name("bentoml")
-        command = [
-            str(bentoml),
-            "serve",
-            SERVICE_TARGET,
-            "--working-dir",
-            str(PROJECT_ROOT),
-            "--host",
-            self.settings.serve_host,
-            "--port",
-            str(self.settings.serve_port),
-        ]
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
-                command,
+                self.command(),
                 cwd=PROJECT_ROOT,
                 env=self.environment(),
                 stdout=log,
@@ -130,7 +139,7 @@ class LocalService:
             if self.pid() is None:
                 raise ServiceError(f"service exited during start-up; log tail:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify).status_code == 200:
                     return
             time.sleep(0.25)
         raise ServiceError(f"service not ready after {timeout_s:.0f}s; log tail:\n{self.log_tail()}")
@@ -181,29 +190,47 @@ def golden_check(url: str, golden: dict[str, Any], expected_version: str, tolera
     )
 
 
+def served_version(url: str, model_name: str, timeout_s: float = 5.0, verify: bool | str = True) -> str:
+    response = httpx.get(f"{url}/v2/models/{model_name}", timeout=timeout_s, verify=verify)
+    response.raise_for_status()
+    return str(response.json()["versions"][0])
+
+
+def wait_for_version(
+    url: str, model_name: str, version: str, timeout_s: float, consecutive: int = 3, verify: bool | str = True
+) -> float:
+    """Poll until ``consecutive`` answers in a row (any worker) report ``version``; return seconds taken."""
+    started = time.monotonic()
+    streak = 0
+    while time.monotonic() - started < timeout_s:
+        try:
+            streak = streak + 1 if served_version(url, model_name, verify=verify) == version else 0
+        except (httpx.HTTPError, KeyError, ValueError):
+            streak = 0
+        if streak >= consecutive:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise ServiceError(f"{url} did not serve {model_name} v{version} within {timeout_s:.0f}s")
+
+
 def deploy_local(service: LocalService, expected_version: str) -> str:
     """Make the local service serve ``expected_version``; return what happened.
 
-    Until the service follows the alias by itself, a service on another version is restarted.
+    A running service follows the ``champion`` alias by itself (each worker loads, self-tests and swaps
+    the new version without dropping requests); one that is not running is started.
     """
+    settings = service.settings
+    action = "followed the alias"
     if service.pid() is None:
         service.start()
         action = "started"
-    else:
-        try:
-            served = served_version(service.url, service.settings.model_name)
-        except (httpx.HTTPError, KeyError):
-            served = None
-        if served == expected_version:
-            return "already serving"
-        service.stop()
-        service.start()
-        action = "restarted"
-    service.wait_ready(service.settings.serve_start_timeout_s)
-    return action
-
-
-def served_version(url: str, model_name: str) -> str:
-    response = httpx.get(f"{url}/v2/models/{model_name}", timeout=5)
-    response.raise_for_status()
-    return str(response.json()["versions"][0])
+    service.wait_ready(settings.serve_start_timeout_s)
+    waited = wait_for_version(
+        service.url,
+        settings.model_name,
+        expected_version,
+        timeout_s=settings.serve_start_timeout_s,
+        consecutive=3 * settings.serve_workers,
+        verify=service.verify,
+    )
+    return f"{action}, serving v{expected_version} after {waited:.1f}s"

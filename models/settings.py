@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=3000, ge=1, le=65535)
     serve_start_timeout_s: float = Field(default=120.0, gt=0)
+    serve_workers: int = Field(default=1, ge=1, le=64, description="bentoml serve worker processes.")
+    swap_poll_s: float = Field(default=2.0, gt=0, description="How often each worker checks the alias.")
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Larger bodies get a 413.")
+    inference_log_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Segment rotation size.")
+    api_key: SecretStr | None = Field(
+        default=None, description="If set, inference routes need this bearer token."
+    )
+    tls_certfile: Path | None = Field(default=None, description="Serve HTTPS with this certificate ...")
+    tls_keyfile: Path | None = Field(default=None, description="... and this private key.")
 
     @property
     def state_path(self) -> Path:
@@ -45,5 +54,10 @@ class Settings(BaseSettings):
         return self.state_path / "model-cache"
 
     @property
+    def inference_log_dir(self) -> Path:
+        return self.state_path / "inference-log"
+
+    @property
     def serve_url(self) -> str:
-        return f"http://{self.serve_host}:{self.serve_port}"
+        scheme = "https" if self.tls_certfile else "http"
+        return f"{scheme}://{self.serve_host}:{self.serve_port}"

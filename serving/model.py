@@ -15,12 +15,12 @@ import numpy as np
 import onnxruntime as ort
 
 from models.features import ONNX_TO_DATATYPE, TensorSpec, feeds_from_records
-from models.registry import CHAMPION, Tag
+from models.registry import CHAMPION, GOLDEN_ARTIFACT, Tag
 from models.runtime import make_session
 
 
 class ModelUnavailableError(RuntimeError):
-    """No version can be served: the alias is missing or its ONNX artifact cannot be fetched."""
+    """No version can be served: the alias is missing or its artifacts cannot be fetched."""
 
 
 @dataclass(frozen=True)
@@ -29,49 +29,65 @@ class ModelRef:
     version: str
     run_id: str
     onnx_uri: str
-    artifact_uri: str
+    artifact_uri: str  # where the ONNX model's files are
+    golden_uri: str  # the golden rows recorded at gate time
 
 
 def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelRef:
+    """What ``models:/<name>@<alias>`` is now, resolved with a client for exactly this store."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         version = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        raise ModelUnavailableError(f"{model_name}@{alias}: {exc.message}") from exc
-    onnx_uri = version.tags.get(Tag.ONNX_URI)
-    if not onnx_uri:
-        raise ModelUnavailableError(
-            f"{model_name} version {version.version} has no ONNX model ({Tag.ONNX_URI})"
-        )
-    try:
-        # Resolve models:/<id> with this client: MLflow's own resolution uses the global registry URI.
+        onnx_uri = version.tags.get(Tag.ONNX_URI)
+        if not onnx_uri:
+            raise ModelUnavailableError(
+                f"{model_name} version {version.version} has no ONNX model ({Tag.ONNX_URI})"
+            )
+        # Resolve models:/<id> here: MLflow's own resolution would use the process-global registry URI.
         location = client.get_logged_model(onnx_uri.removeprefix("models:/")).artifact_location
-    except MlflowException as exc:
-        raise ModelUnavailableError(f"{onnx_uri} (version {version.version}): {exc.message}") from exc
+        run_artifacts = client.get_run(str(version.run_id)).info.artifact_uri
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:  # MlflowException, or the store unreachable: either way nothing to load
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        raise ModelUnavailableError(f"{model_name}@{alias}: {message}") from exc
     return ModelRef(
         name=model_name,
         version=str(version.version),
         run_id=str(version.run_id),
         onnx_uri=onnx_uri,
         artifact_uri=location,
+        golden_uri=f"{run_artifacts.rstrip('/')}/{GOLDEN_ARTIFACT}",
     )
+
+
+def _download(artifact_uri: str, target: Path) -> None:
+    import mlflow.artifacts
+
+    target.mkdir(parents=True, exist_ok=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(target))
 
 
 def fetch(ref: ModelRef, cache_dir: Path) -> Path:
     """Download the version's ONNX model once into the cache; return the ``.onnx`` file."""
-    import mlflow.artifacts
-
-    target = cache_dir / ref.name / ref.version
+    target = cache_dir / ref.name / ref.version / "onnx"
     if not any(target.rglob("*.onnx")):
-        target.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=ref.artifact_uri, dst_path=str(target))
+        _download(ref.artifact_uri, target)
     found = sorted(target.rglob("*.onnx"))
     if not found:
         raise ModelUnavailableError(f"{ref.onnx_uri} (version {ref.version}) holds no .onnx file")
     return found[0]
+
+
+def fetch_golden(ref: ModelRef, cache_dir: Path) -> dict[str, Any]:
+    target = cache_dir / ref.name / ref.version / "golden"
+    path = target / Path(GOLDEN_ARTIFACT).name
+    if not path.is_file():
+        _download(ref.golden_uri, target)
+    golden: dict[str, Any] = json.loads(path.read_text())
+    return golden
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class LoadedModel:
     ref: ModelRef
     session: ort.InferenceSession
     inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
     classes: tuple[Any, ...] | None
 
     @classmethod
@@ -87,20 +104,32 @@ class LoadedModel:
         inputs = tuple(TensorSpec(i.name, ONNX_TO_DATATYPE[i.type]) for i in session.get_inputs())
         props = session.get_modelmeta().custom_metadata_map
         classes = tuple(json.loads(props["classes"])) if "classes" in props else None
-        return cls(ref=ref, session=session, inputs=inputs, classes=classes)
+        outputs = tuple(o.name for o in session.get_outputs())
+        return cls(ref=ref, session=session, inputs=inputs, output_names=outputs, classes=classes)
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        outputs = self.session.run(None, feeds_from_records(records, self.inputs))
+    def feeds(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        return feeds_from_records(records, self.inputs)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        outputs: list[np.ndarray] = self.session.run(None, dict(feeds))
+        return outputs
+
+    def predictions(self, outputs: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Outputs as one JSON-ready prediction per row."""
         if self.classes is None:
             return [{"value": float(v)} for v in np.asarray(outputs[0]).ravel()]
         labels, probabilities = outputs[0].ravel(), outputs[1]
+        keys = [str(c) for c in self.classes]
         return [
             {
                 "label": label.item() if isinstance(label, np.generic) else label,
-                "probabilities": {str(c): float(p) for c, p in zip(self.classes, row, strict=True)},
+                "probabilities": dict(zip(keys, row.tolist(), strict=True)),
             }
             for label, row in zip(labels, probabilities, strict=True)
         ]
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return self.predictions(self.run(self.feeds(records)))
 
 
 def load_alias(tracking_uri: str, model_name: str, cache_dir: Path, alias: str = CHAMPION) -> LoadedModel:

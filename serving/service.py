@@ -1,32 +1,82 @@
-"""The BentoML service: serves the registry's ``champion`` through onnxruntime, with provenance."""
+"""The BentoML service: serves the registry's ``champion`` through onnxruntime, with provenance.
+
+Routes (all JSON; errors are ``{"error": "<field>: <what was expected>"}`` with a 4xx):
+
+* Open Inference Protocol v2: ``GET /v2``, ``GET /v2/health/live``, ``GET /v2/health/ready``,
+  ``GET /v2/models/{name}[/versions/{version}]``, ``GET .../ready``, ``POST .../infer``.
+* ``POST /predict``: ``{"records": {...} | [{...}, ...]}``, named features, one call to the model per request.
+* ``POST /predict_rows``: a BentoML batchable API for single-row traffic; concurrent requests are merged
+  into one model call (adaptive batching) and each row's answer carries its provenance.
+* BentoML's own ``/livez``, ``/readyz`` (false until a model is loaded and self-tested), ``/metrics``.
+
+The service never imports scikit-learn or Prefect.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
-from typing import Any
+from importlib import metadata
+from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
-from fastapi import FastAPI, HTTPException
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import AfterValidator, AllowInfNan
 
 from models.features import InputError
 from models.settings import Settings
-from serving.model import LoadedModel, load_alias
+from serving import metrics
+from serving.follower import Follower
+from serving.http import ApiKeyMiddleware, BodyLimitMiddleware
+from serving.inference_log import InferenceLog, InferenceLogError
+from serving.model import LoadedModel
+from serving.protocol import output_tensor, parse_infer_request
 
-v2 = FastAPI(title="Open Inference Protocol (v2)")
+api = FastAPI(title="mlops-path inference", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+SERVER_NAME = "mlops-path"
+JSON = "application/json"
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body, option=_DUMP), status_code=status, media_type=JSON, headers=headers)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError) -> Response:
+    return json_response({"error": exc.message}, exc.status)
+
+
+def provenance_headers(model: LoadedModel, request_id: str) -> dict[str, str]:
+    return {"x-request-id": request_id, "x-model-version": model.ref.version, "x-run-id": model.ref.run_id}
 
 
 def model_metadata(model: LoadedModel) -> dict[str, Any]:
+    outputs = model.session.get_outputs()
     return {
         "name": model.ref.name,
         "versions": [model.ref.version],
         "platform": "onnx",
         "inputs": [{"name": t.name, "datatype": t.datatype, "shape": [-1, 1]} for t in model.inputs],
         "outputs": [
-            {"name": o.name, "datatype": _datatype(o.type), "shape": [-1, *(o.shape[1:] or [])]}
-            for o in model.session.get_outputs()
+            {"name": o.name, "datatype": _datatype(o.type), "shape": [-1, *(o.shape[1:] or [1])]}
+            for o in outputs
         ],
-        "parameters": {"run_id": model.ref.run_id, "model_uri": model.ref.onnx_uri},
+        "parameters": {
+            "run_id": model.ref.run_id,
+            "model_uri": f"models:/{model.ref.name}/{model.ref.version}",
+            "onnx_uri": model.ref.onnx_uri,
+            "classes": list(model.classes) if model.classes is not None else None,
+        },
     }
 
 
@@ -36,34 +86,230 @@ def _datatype(onnx_type: str) -> str:
     return ONNX_TO_DATATYPE.get(onnx_type, onnx_type)
 
 
-@bentoml.service(name="mlops_model", traffic={"timeout": 30})
-@bentoml.asgi_app(v2, path="/v2")
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body: invalid JSON ({exc})") from None
+
+
+def _checked_against_current_model(rows: list[dict[str, float | str]]) -> list[dict[str, float | str]]:
+    """Validate a /predict_rows request on its own, before it is merged into a batch with others."""
+    service = bentoml.get_current_service()
+    model = service.follower.current if service is not None else None
+    if model is None:
+        raise ValueError("no model is loaded yet")
+    model.feeds(rows)
+    return rows
+
+
+FiniteOrText = Annotated[float, AllowInfNan(False)] | str
+Rows = Annotated[list[dict[str, FiniteOrText]], AfterValidator(_checked_against_current_model)]
+
+
+@bentoml.service(name="mlops_model", traffic={"timeout": 30}, logging={"access": {"enabled": False}})
+@bentoml.asgi_app(api, path="/")
 class ModelService:
     def __init__(self) -> None:
         settings = Settings()
-        self.model: LoadedModel = load_alias(
-            settings.resolved_tracking_uri, settings.model_name, settings.model_cache_dir
+        worker = bentoml.server_context.worker_index or 0
+        self.log = InferenceLog(
+            settings.inference_log_dir, worker=str(worker), max_bytes=settings.inference_log_max_bytes
+        )
+        self.follower = Follower(
+            tracking_uri=settings.resolved_tracking_uri,
+            model_name=settings.model_name,
+            cache_dir=settings.model_cache_dir,
+            poll_s=settings.swap_poll_s,
+            on_event=metrics.alias_event,
+        )
+        self.follower.start()
+
+    async def __is_ready__(self) -> bool:
+        return self.follower.ready
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.follower.stop()
+        self.log.close()
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _current(self) -> LoadedModel:
+        model = self.follower.current
+        if model is None:
+            raise ApiError(503, "model: not loaded yet; retry when /v2/health/ready says ready")
+        return model
+
+    def _model(self, name: str, version: str | None = None) -> LoadedModel:
+        model = self._current()
+        if name != model.ref.name:
+            raise ApiError(404, f"model: {name!r} is not served here; expected {model.ref.name!r}")
+        if version is not None and version != model.ref.version:
+            raise ApiError(
+                404, f"version: {version!r} is not loaded; this server serves version {model.ref.version}"
+            )
+        return model
+
+    def _record(
+        self,
+        model: LoadedModel,
+        route: str,
+        request_id: str,
+        started: float,
+        feeds: Any,
+        outputs: Any,
+        rows: int,
+    ) -> bool:
+        latency_ms = (time.perf_counter() - started) * 1000
+        metrics.observe(route, model.ref.version, latency_ms / 1000)
+        try:
+            self.log.write(
+                request_id=request_id,
+                model=model.ref.name,
+                version=model.ref.version,
+                run_id=model.ref.run_id,
+                route=route,
+                latency_ms=latency_ms,
+                inputs=feeds,
+                outputs=dict(zip(model.output_names, outputs, strict=True)),
+                rows=rows,
+            )
+        except InferenceLogError:
+            # Policy: the prediction is still served; the failure is counted (metric and header) so
+            # served == logged + failed reconciles afterwards.
+            metrics.log_failure()
+            return False
+        return True
+
+    # --- Open Inference Protocol ---------------------------------------------------------------------
+
+    @api.get("/v2")
+    async def server_metadata(self) -> Response:
+        return json_response(
+            {
+                "name": SERVER_NAME,
+                "version": metadata.version("mlops-path"),
+                "extensions": ["model_repository_metadata"],
+            }
         )
 
-    @v2.get("/models/{name}")
-    def metadata(self, name: str) -> dict[str, Any]:
-        if name != self.model.ref.name:
-            raise HTTPException(404, f"model {name!r} is not served here; serving {self.model.ref.name!r}")
-        return model_metadata(self.model)
+    @api.get("/v2/health/live")
+    async def live(self) -> Response:
+        return json_response({"live": True})
 
-    @bentoml.api
-    async def predict(self, records: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
-        """Predict for one record or a list of records of named features."""
-        model = self.model
-        rows = [records] if isinstance(records, dict) else records
+    @api.get("/v2/health/ready")
+    async def ready(self) -> Response:
+        ready = self.follower.ready
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    @api.get("/v2/models/{name}")
+    async def metadata(self, name: str) -> Response:
+        return json_response(model_metadata(self._model(name)))
+
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def version_metadata(self, name: str, version: str) -> Response:
+        return json_response(model_metadata(self._model(name, version)))
+
+    @api.get("/v2/models/{name}/ready")
+    async def model_ready(self, name: str) -> Response:
+        return json_response({"name": name, "ready": self._model(name) is not None})
+
+    @api.get("/v2/models/{name}/versions/{version}/ready")
+    async def version_ready(self, name: str, version: str) -> Response:
+        return json_response(
+            {"name": name, "version": version, "ready": self._model(name, version) is not None}
+        )
+
+    @api.post("/v2/models/{name}/infer")
+    async def infer(self, name: str, request: Request) -> Response:
+        return await self._infer(request, name, None)
+
+    @api.post("/v2/models/{name}/versions/{version}/infer")
+    async def version_infer(self, name: str, version: str, request: Request) -> Response:
+        return await self._infer(request, name, version)
+
+    async def _infer(self, request: Request, name: str, version: str | None) -> Response:
+        model = self._model(name, version)
+        body = await _json_body(request)
+        started = time.perf_counter()
         try:
-            predictions = model.predict(rows)
+            parsed = parse_infer_request(body, model.inputs)
         except InputError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        return {
-            "request_id": uuid.uuid4().hex,
+            raise ApiError(400, str(exc)) from None
+        unknown = sorted(set(parsed.outputs or ()) - set(model.output_names))
+        if unknown:
+            raise ApiError(400, f"outputs: unknown {unknown}; expected some of {list(model.output_names)}")
+        outputs = model.run(parsed.feeds)
+        request_id = uuid.uuid4().hex
+        logged = self._record(model, "infer", request_id, started, parsed.feeds, outputs, parsed.rows)
+        wanted = parsed.outputs or model.output_names
+        body_out: dict[str, Any] = {
             "model_name": model.ref.name,
             "model_version": model.ref.version,
-            "run_id": model.ref.run_id,
-            "predictions": predictions,
+            "outputs": [
+                output_tensor(n, o) for n, o in zip(model.output_names, outputs, strict=True) if n in wanted
+            ],
+            "parameters": {"run_id": model.ref.run_id, "request_id": request_id, "logged": logged},
         }
+        if parsed.id is not None:
+            body_out["id"] = parsed.id
+        return json_response(body_out, headers=provenance_headers(model, request_id))
+
+    # --- named-feature records -----------------------------------------------------------------------
+
+    @api.post("/predict")
+    async def predict(self, request: Request) -> Response:
+        """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
+        model = self._current()
+        body = await _json_body(request)
+        if not isinstance(body, dict) or "records" not in body:
+            raise ApiError(
+                400, "body: expected a JSON object with 'records' (one record or a list of records)"
+            )
+        records = body["records"]
+        rows = [records] if isinstance(records, dict) else records
+        if not isinstance(rows, list):
+            raise ApiError(400, "records: expected an object of named features or a list of them")
+        started = time.perf_counter()
+        try:
+            feeds = model.feeds(rows)
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        outputs = model.run(feeds)
+        request_id = uuid.uuid4().hex
+        logged = self._record(model, "predict", request_id, started, feeds, outputs, len(rows))
+        return json_response(
+            {
+                "request_id": request_id,
+                "model_name": model.ref.name,
+                "model_version": model.ref.version,
+                "run_id": model.ref.run_id,
+                "logged": logged,
+                "predictions": model.predictions(outputs),
+            },
+            headers=provenance_headers(model, request_id),
+        )
+
+    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=10_000, route="/predict_rows")
+    async def predict_rows(self, rows: Rows) -> list[dict[str, Any]]:
+        """Rows of named features; concurrent requests are batched into one model call."""
+        model = self.follower.current
+        if model is None:
+            raise bentoml.exceptions.ServiceUnavailable("model: not loaded yet")
+        started = time.perf_counter()
+        feeds = model.feeds(rows)
+        outputs = model.run(feeds)
+        batch_id = uuid.uuid4().hex
+        self._record(model, "predict_rows", batch_id, started, feeds, outputs, len(rows))
+        provenance = {"model_version": model.ref.version, "run_id": model.ref.run_id, "request_id": batch_id}
+        return [{**p, **provenance, "row": i} for i, p in enumerate(model.predictions(outputs))]
+
+    @api.api_route("/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def unknown_route(self, path: str) -> Response:
+        return json_response({"error": f"path: /v2/{path} is not an Open Inference Protocol route"}, 404)
+
+
+ModelService.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
+ModelService.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# BentoML's /metrics reads Prometheus' multiprocess folder, which `bentoml serve` sets up by itself; for
+# the in-process app it must exist before prometheus_client is first imported (Prefect imports it too).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-"))
+
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass

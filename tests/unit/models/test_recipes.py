@@ -4,7 +4,6 @@ from sklearn.compose import ColumnTransformer
 from models import datasets
 from models.recipes import RECIPES, SKOPS_TRUSTED_TYPES, build_pipeline, get_recipe
 
-
 SPEC_FOR_TASK = {"classification": datasets.CHURN, "regression": datasets.HOUSING}
 
 

@@ -1,13 +1,19 @@
-"""The BentoML service over HTTP, in process, through ``to_asgi()``."""
+"""The BentoML service over HTTP, in process, through ``to_asgi()``: routes, errors, provenance, log."""
 
+import math
 from collections.abc import Iterator
+from typing import Any
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from models import datasets
+from serving.inference_log import read_records
 from serving.service import ModelService
 from tests.conftest import Registered, settings_env
+
+SPEC = datasets.BREAST_CANCER
 
 
 @pytest.fixture(scope="module")
@@ -16,57 +22,244 @@ def client(champion: Registered) -> Iterator[TestClient]:
     with pytest.MonkeyPatch.context() as patch:
         for key, value in settings_env(champion.settings).items():
             patch.setenv(key, value)
+        patch.setenv("MLOPS_MAX_REQUEST_BYTES", "200000")
         app = ModelService.to_asgi()  # type: ignore[attr-defined]  # bentoml.service wraps the class
         with TestClient(app) as test_client:
             yield test_client
 
 
+@pytest.fixture(scope="module")
+def record(split: datasets.Split) -> dict[str, Any]:
+    return datasets.records(split.holdout.head(1), SPEC)[0]
+
+
+def infer_body(rows: list[dict[str, Any]], request_id: str | None = "req-1") -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "inputs": [
+            {"name": name, "shape": [len(rows), 1], "datatype": "FP64", "data": [r[name] for r in rows]}
+            for name in SPEC.feature_names
+        ]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
 def test_predict_one_record_names_model_version_and_run(
-    client: TestClient, champion: Registered, split: datasets.Split
+    client: TestClient, champion: Registered, record: dict[str, Any]
 ) -> None:
-    record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
     response = client.post("/predict", json={"records": record})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == champion.settings.model_name
     assert body["model_version"] == champion.version
     assert body["run_id"] == champion.run_id
+    assert body["logged"] is True
     assert len(body["request_id"]) == 32
+    assert response.headers["x-request-id"] == body["request_id"]
+    assert response.headers["x-model-version"] == champion.version
     assert body["predictions"][0]["label"] in (0, 1)
 
 
 def test_predict_a_batch(client: TestClient, split: datasets.Split) -> None:
-    records = datasets.records(split.holdout.head(50), datasets.BREAST_CANCER)
+    records = datasets.records(split.holdout.head(50), SPEC)
     response = client.post("/predict", json={"records": records})
     assert response.status_code == 200
     assert len(response.json()["predictions"]) == 50
 
 
+def test_server_and_health_routes(client: TestClient) -> None:
+    assert client.get("/v2").json()["name"] == "mlops-path"
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert "mlops_prediction_seconds" in client.get("/metrics").text
+
+
+def test_model_metadata_and_versions(client: TestClient, champion: Registered) -> None:
+    name, version = champion.settings.model_name, champion.version
+    body = client.get(f"/v2/models/{name}").json()
+    assert body["versions"] == [version]
+    assert body["platform"] == "onnx"
+    assert body["inputs"][0] == {"name": "mean_radius", "datatype": "FP64", "shape": [-1, 1]}
+    assert body["outputs"] == [
+        {"name": "label", "datatype": "INT64", "shape": [-1, 1]},
+        {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]},
+    ]
+    assert body["parameters"]["run_id"] == champion.run_id
+    assert client.get(f"/v2/models/{name}/versions/{version}").json() == body
+    assert client.get(f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
+    assert client.get(f"/v2/models/{name}/versions/{version}/ready").json()["ready"] is True
+
+
+def test_infer_follows_the_protocol(client: TestClient, champion: Registered, split: datasets.Split) -> None:
+    rows = datasets.records(split.holdout.head(3), SPEC)
+    name = champion.settings.model_name
+    for path in (f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{champion.version}/infer"):
+        response = client.post(path, json=infer_body(rows))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["id"] == "req-1"
+        assert (body["model_name"], body["model_version"]) == (name, champion.version)
+        assert body["parameters"]["run_id"] == champion.run_id
+        label, probabilities = body["outputs"]
+        assert label["name"] == "label" and label["datatype"] == "INT64" and label["shape"] == [3, 1]
+        assert label["data"] == split.y_holdout.head(3).tolist()
+        assert probabilities["shape"] == [3, 2] and len(probabilities["data"]) == 6
+        assert math.isclose(sum(probabilities["data"][:2]), 1.0)
+    only = client.post(
+        f"/v2/models/{name}/infer", json={**infer_body(rows, None), "outputs": [{"name": "probabilities"}]}
+    ).json()
+    assert [o["name"] for o in only["outputs"]] == ["probabilities"]
+    assert "id" not in only
+
+
+def test_predict_and_infer_agree(client: TestClient, champion: Registered, split: datasets.Split) -> None:
+    rows = datasets.records(split.holdout.head(5), SPEC)
+    predicted = client.post("/predict", json={"records": rows}).json()["predictions"]
+    inferred = client.post(f"/v2/models/{champion.settings.model_name}/infer", json=infer_body(rows)).json()
+    assert [p["label"] for p in predicted] == inferred["outputs"][0]["data"]
+
+
+def test_predict_rows_batchable(client: TestClient, champion: Registered, split: datasets.Split) -> None:
+    rows = datasets.records(split.holdout.head(4), SPEC)
+    response = client.post("/predict_rows", json={"rows": rows})
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert [a["row"] for a in answers] == [0, 1, 2, 3]
+    assert {a["model_version"] for a in answers} == {champion.version}
+    assert [a["label"] for a in answers] == split.y_holdout.head(4).tolist()
+    bad = client.post("/predict_rows", json={"rows": [{**rows[0], "mean_area": "big"}]})
+    assert bad.status_code == 400
+
+
+BAD_PREDICT = [
+    (b"{not json", "body: invalid JSON"),
+    (b"[1, 2]", "body: expected a JSON object with 'records'"),
+    (b'{"records": 7}', "records: expected an object of named features or a list"),
+    (b'{"records": []}', "records: expected at least one record"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), BAD_PREDICT)
+def test_malformed_predict_bodies_get_400(client: TestClient, raw: bytes, message: str) -> None:
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda r: {k: v for k, v in r.items() if k != "mean_area"}, "missing features ['mean_area']"),
+        (
+            lambda r: {k: v for k, v in r.items() if k != "mean_area"},
+            "records[0]: missing features ['mean_area']",
+        ),
         (lambda r: {**r, "mean_area": "large"}, "records[0].mean_area: expected a number, got str"),
-        (lambda r: {**r, "shoe_size": 44}, "unknown features ['shoe_size']"),
+        (lambda r: {**r, "shoe_size": 44}, "records[0]: unknown features ['shoe_size']"),
+        (lambda r: {**r, "mean_area": None}, "records[0].mean_area: expected a number, got NoneType"),
     ],
 )
-def test_bad_records_get_a_400_naming_the_field(
-    client: TestClient, split: datasets.Split, mutate, message
-) -> None:
-    record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
+def test_bad_records_get_a_400_naming_the_field(client: TestClient, record, mutate, message) -> None:
     response = client.post("/predict", json={"records": [mutate(record)]})
     assert response.status_code == 400
-    assert message in response.text
+    assert response.json()["error"] == message or message in response.json()["error"]
 
 
-def test_model_metadata(client: TestClient, champion: Registered) -> None:
+def test_nan_and_infinity_are_refused(
+    client: TestClient, record: dict[str, Any], champion: Registered
+) -> None:
+    raw = orjson.dumps({"records": [{**record, "mean_area": 1.0}]}).replace(
+        b'"mean_area":1.0', b'"mean_area":NaN'
+    )
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400  # orjson refuses NaN literals: invalid JSON, named as such
+    body = infer_body([record])
+    body["inputs"][3]["data"] = [1e400]
+    raw = orjson.dumps(body).replace(b"1e400", b"1e999")
+    response = client.post(
+        f"/v2/models/{champion.settings.model_name}/infer",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "inputs[3].data[0]: expected a finite number" in response.json()["error"]
+
+
+def infer_error(client: TestClient, name: str, body: Any) -> tuple[int, str]:
+    response = client.post(f"/v2/models/{name}/infer", json=body)
+    return response.status_code, response.json()["error"]
+
+
+def test_bad_infer_requests_get_400_naming_the_field(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
     name = champion.settings.model_name
-    response = client.get(f"/v2/models/{name}")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["versions"] == [champion.version]
-    assert body["platform"] == "onnx"
-    assert body["inputs"][0] == {"name": "mean_radius", "datatype": "FP64", "shape": [-1, 1]}
-    assert [o["name"] for o in body["outputs"]] == ["label", "probabilities"]
-    assert body["parameters"]["run_id"] == champion.run_id
-    assert client.get("/v2/models/other").status_code == 404
+    good = infer_body([record])
+
+    def changed(index: int, **fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = orjson.loads(orjson.dumps(good))
+        body["inputs"][index].update(fields)
+        return body
+
+    cases = [
+        ({"inputs": []}, "inputs: expected a non-empty list"),
+        ({**good, "id": 5}, "id: expected a string"),
+        (changed(0, name="radius"), "inputs[0].name: unknown input 'radius'"),
+        (changed(1, datatype="BYTES"), "inputs[1].datatype: expected FP64 for 'mean_texture', got 'BYTES'"),
+        (changed(2, shape=[1, 3]), "inputs[2].shape: expected [n] or [n, 1]"),
+        (changed(2, data=[1.0, 2.0]), "inputs[2].data: expected 1 values for shape [1, 1], got 2"),
+        (changed(4, data=["x"]), "inputs[4].data[0]: expected a number, got 'x'"),
+        (changed(5, data=[True]), "inputs[5].data[0]: expected a number, got True"),
+        ({"inputs": good["inputs"][:-1]}, "inputs: missing tensors for ['worst_fractal_dimension']"),
+        ({**good, "outputs": [{"name": "logits"}]}, "outputs: unknown ['logits']"),
+    ]
+    for body, message in cases:
+        status, error = infer_error(client, name, body)
+        assert status == 400, (body, error)
+        assert error.startswith(message) or message in error, (message, error)
+
+
+def test_unknown_model_version_or_route_is_404(client: TestClient, champion: Registered) -> None:
+    name = champion.settings.model_name
+    for path in (
+        "/v2/models/other",
+        f"/v2/models/{name}/versions/999",
+        "/v2/models/other/ready",
+        "/v2/repository",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]
+    response = client.post("/v2/models/other/infer", json={})
+    assert response.status_code == 404
+    assert "'other' is not served here" in response.json()["error"]
+
+
+def test_oversized_bodies_get_413(client: TestClient) -> None:
+    response = client.post("/predict", content=b"x" * 300_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "larger than the limit of 200000 bytes" in response.json()["error"]
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b"x" * 10_000
+
+    response = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_every_prediction_is_in_the_inference_log(client: TestClient, champion: Registered, split) -> None:
+    directory = champion.settings.inference_log_dir
+    before = sum(1 for _ in read_records(directory))
+    rows = datasets.records(split.holdout.head(7), SPEC)
+    ids = [client.post("/predict", json={"records": rows}).json()["request_id"] for _ in range(3)]
+    records = {r["request_id"]: r for r in read_records(directory)}
+    assert sum(1 for _ in read_records(directory)) == before + 3
+    logged = records[ids[0]]
+    assert logged["version"] == champion.version and logged["run_id"] == champion.run_id
+    assert logged["rows"] == 7 and logged["route"] == "predict"
+    assert logged["inputs"]["mean_radius"] == [r["mean_radius"] for r in rows]
+    assert logged["outputs"]["label"] == split.y_holdout.head(7).tolist()
+    assert len(logged["outputs"]["probabilities"]) == 7 and logged["latency_ms"] > 0

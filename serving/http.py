@@ -1,0 +1,127 @@
+"""ASGI pieces that sit in front of every route: body size limit and the optional API key.
+
+Both read their setting when the server builds its app (in each worker), not at import.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from models.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Inference routes: everything that runs the model. Metadata and health stay open for probes.
+PROTECTED_SUFFIXES = ("/infer",)
+PROTECTED_PATHS = frozenset({"/predict", "/predict_rows"})
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    payload = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_bytes``: from Content-Length at once, or while a chunked body streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes if max_bytes is not None else Settings().max_request_bytes
+
+    async def _reject(self, send: Send) -> None:
+        await send_json(send, 413, {"error": f"body: larger than the limit of {self.max_bytes} bytes"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(send)
+            return
+        received = 0
+        too_large = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLargeError
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app answers after the limit tripped (frameworks turn the exception into a
+            # 500), the client gets the 413 instead.
+            nonlocal started
+            if too_large:
+                if not started:
+                    started = True
+                    await self._reject(send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLargeError:
+            if not started:
+                await self._reject(send)
+
+
+def is_protected(path: str) -> bool:
+    return path in PROTECTED_PATHS or path.endswith(PROTECTED_SUFFIXES)
+
+
+class ApiKeyMiddleware:
+    """Bearer-token check on inference routes, compared in constant time; the key is never logged."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None = None) -> None:
+        self.app = app
+        if api_key is None and (secret := Settings().api_key) is not None:
+            api_key = secret.get_secret_value()
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is None or scope["type"] != "http" or not is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self.expected):
+            problem = "missing" if not given else "invalid"
+            await send_json(
+                send,
+                401,
+                {"error": f"authorization: {problem} API key; expected 'Authorization: Bearer <key>'"},
+                ((b"www-authenticate", b'Bearer realm="inference"'),),
+            )
+            return
+        await self.app(scope, receive, send)

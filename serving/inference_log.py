@@ -1,0 +1,170 @@
+"""The inference log: one JSON line per served request, in per-worker, size-rotated segment files.
+
+Each serving worker appends to its own segment (``<started>-w<worker>-p<pid>-<seq>.jsonl``) with one
+``write`` of a complete line to an ``O_APPEND`` descriptor before the response leaves, so a line reaches
+the operating system even if the worker is killed right after. No two processes share a file, so workers
+never contend or interleave; a restarted worker starts new segments and never touches old ones. A segment
+that reaches ``max_bytes`` is closed and the next one opened.
+
+Record fields: ``request_id``, ``ts`` (epoch seconds), ``time`` (ISO 8601, UTC), ``model``, ``version``,
+``run_id``, ``route``, ``rows``, ``latency_ms``, ``inputs`` (feature -> list of values, one per row) and
+``outputs`` (output -> list, one per row). ``read_records`` streams them back; ``iter_rows`` flattens them
+into one dict per prediction row for monitoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+SEGMENT_SUFFIX = ".jsonl"
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+class InferenceLogError(OSError):
+    """A record could not be written (disk full, unwritable folder)."""
+
+
+def _to_jsonable(values: Any) -> Any:
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return values.ravel().tolist()
+    if isinstance(values, np.ndarray):
+        return (
+            values.reshape(values.shape[0], -1) if values.ndim > 1 and values.shape[1] > 1 else values.ravel()
+        )
+    return values
+
+
+@dataclass
+class InferenceLog:
+    """Appends records for one worker process; thread-safe; rotates by size."""
+
+    directory: Path
+    worker: str
+    max_bytes: int = 64 * 1024 * 1024
+    _fd: int | None = field(default=None, init=False, repr=False)
+    _size: int = field(default=0, init=False, repr=False)
+    _seq: int = field(default=0, init=False, repr=False)
+    _started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    written: int = field(default=0, init=False)
+    failed: int = field(default=0, init=False)
+
+    def _segment(self) -> Path:
+        return (
+            self.directory / f"{self._started}-w{self.worker}-p{os.getpid()}-{self._seq:05d}{SEGMENT_SUFFIX}"
+        )
+
+    def _open(self) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        self._fd = os.open(self._segment(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._size = 0
+        return self._fd
+
+    def write(
+        self,
+        *,
+        request_id: str,
+        model: str,
+        version: str,
+        run_id: str,
+        route: str,
+        latency_ms: float,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        rows: int,
+    ) -> None:
+        now = time.time()
+        line = orjson.dumps(
+            {
+                "request_id": request_id,
+                "ts": now,
+                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                "model": model,
+                "version": version,
+                "run_id": run_id,
+                "route": route,
+                "rows": rows,
+                "latency_ms": round(latency_ms, 3),
+                "inputs": {k: _to_jsonable(v) for k, v in inputs.items()},
+                "outputs": {k: _to_jsonable(v) for k, v in outputs.items()},
+            },
+            option=_DUMP_OPTIONS,
+        )
+        with self._lock:
+            try:
+                fd = self._fd if self._fd is not None and self._size < self.max_bytes else self._rotate()
+                written = os.write(fd, line)
+                if written != len(line):  # a short write (disk full) leaves a partial line: report it
+                    raise OSError(f"short write: {written} of {len(line)} bytes")
+            except OSError as exc:
+                self.failed += 1
+                raise InferenceLogError(f"inference log write failed: {exc}") from exc
+            self._size += written
+            self.written += 1
+
+    def _rotate(self) -> int:
+        self._close()
+        return self._open()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"*{SEGMENT_SUFFIX}")) if directory.is_dir() else []
+
+
+def read_records(
+    directory: Path, *, since: float | None = None, until: float | None = None, version: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream records (one per request) in segment order; a torn last line (killed writer) is skipped."""
+    for segment in segments(directory):
+        with segment.open("rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    continue
+                try:
+                    record: dict[str, Any] = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if since is not None and record["ts"] < since:
+                    continue
+                if until is not None and record["ts"] >= until:
+                    continue
+                if version is not None and record["version"] != version:
+                    continue
+                yield record
+
+
+def iter_rows(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One dict per prediction row: the request's provenance, its inputs and its outputs for that row."""
+    for record in records:
+        for index in range(record["rows"]):
+            yield {
+                "request_id": record["request_id"],
+                "row": index,
+                "ts": record["ts"],
+                "version": record["version"],
+                "run_id": record["run_id"],
+                "inputs": {k: v[index] for k, v in record["inputs"].items()},
+                "outputs": {k: v[index] for k, v in record["outputs"].items()},
+            }

@@ -1,0 +1,50 @@
+"""Prometheus metrics of the serving process, shown on BentoML's ``/metrics`` (multiprocess mode)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    predictions: Histogram
+    alias_events: Counter
+    log_failures: Counter
+
+
+@functools.cache
+def _metrics() -> _Metrics:
+    """Created on first use in the worker (BentoML sets up the multiprocess folder before that)."""
+    return _Metrics(
+        predictions=Histogram(
+            "mlops_prediction_seconds",
+            "Model time per request (validation, inference, logging), by route and served version.",
+            ["route", "version"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        alias_events=Counter(
+            "mlops_alias_events",
+            "Alias follower events: swapped, swap_failed (old model kept), registry_error (kept serving).",
+            ["event"],
+        ),
+        log_failures=Counter(
+            "mlops_inference_log_failures", "Predictions served whose log record failed to write."
+        ),
+    )
+
+
+def observe(route: str, version: str, seconds: float) -> None:
+    _metrics().predictions.labels(route=route, version=version).observe(seconds)
+
+
+def alias_event(kind: str, _detail: str) -> None:
+    _metrics().alias_events.labels(event=kind).inc()
+
+
+def log_failure() -> None:
+    _metrics().log_failures.inc()
