@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -31,17 +32,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_settings(state_dir: Path, **overrides: object) -> Settings:
-    return Settings(state_dir=state_dir, serve_port=free_port(), **overrides)  # type: ignore[arg-type]
+def make_settings(state_dir: Path, **overrides: Any) -> Settings:
+    """Test settings: a fresh state folder, a free port, and a quick alias follower."""
+    values: dict[str, Any] = {
+        "state_dir": state_dir,
+        "serve_port": free_port(),
+        "swap_poll_s": 0.5,
+        **overrides,
+    }
+    return Settings(**values)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    return {
+    """The same settings as the environment variables a flow or a serving process reads."""
+    env = {
         "MLOPS_STATE_DIR": str(settings.state_path),
         "MLOPS_TRACKING_URI": settings.resolved_tracking_uri,
         "MLOPS_MODEL_NAME": settings.model_name,
         "MLOPS_SERVE_PORT": str(settings.serve_port),
+        "MLOPS_SERVE_WORKERS": str(settings.serve_workers),
+        "MLOPS_SWAP_POLL_S": str(settings.swap_poll_s),
     }
+    if settings.api_key is not None:
+        env["MLOPS_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.tls_certfile and settings.tls_keyfile:
+        env["MLOPS_TLS_CERTFILE"] = str(settings.tls_certfile)
+        env["MLOPS_TLS_KEYFILE"] = str(settings.tls_keyfile)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,144 @@
+"""A real `bentoml serve` with several workers, under load from a separate process, over loopback."""
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.deploy import LocalService, served_version, wait_for_version
+from flows.faults import register_broken_version
+from flows.gate import GateConfig
+from flows.pipeline import training_pipeline
+from flows.tracking import PROJECT_ROOT, connect
+from models import datasets
+from models.registry import CHAMPION
+from models.settings import Settings
+from serving.inference_log import read_records
+from tests.conftest import make_settings, settings_env
+
+pytestmark = pytest.mark.integration
+
+ANY_CHAMPION = GateConfig(max_regression={})  # these tests swap between recipes, better or not
+
+
+def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    return settings
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None) -> Iterator[LocalService]:
+    local = LocalService(use(make_settings(tmp_path / "state", serve_workers=2), monkeypatch))
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def start_load(
+    url: str, body: dict[str, Any], out: Path, seconds: float, connections: int = 6, **flags: str
+) -> subprocess.Popen[str]:
+    body_file = out.with_suffix(".body.json")
+    body_file.write_text(json.dumps(body))
+    extra = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+    command = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--body", str(body_file)]
+    command += ["--connections", str(connections), "--seconds", str(seconds), "--out", str(out), *extra]
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def finish_load(process: subprocess.Popen[str], out: Path) -> list[dict[str, Any]]:
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, stdout
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
+    service: LocalService, split: datasets.Split, tmp_path: Path
+) -> None:
+    settings = service.settings
+    first = training_pipeline(gate_config=ANY_CHAMPION)
+    assert first.served_url == service.url
+    record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
+    out = tmp_path / "load.jsonl"
+    load = start_load(f"{service.url}/predict", {"records": [record]}, out, seconds=25)
+    time.sleep(4)
+
+    second = training_pipeline(recipe="hist_gradient_boosting", gate_config=ANY_CHAMPION)
+    assert second.served_url == service.url and second.version == "2"
+    client = connect(settings)
+    broken = register_broken_version(client, settings, "2", "unloadable")
+    client.set_registered_model_alias(settings.model_name, CHAMPION, broken)
+    time.sleep(3)  # several follower polls on every worker
+    assert {served_version(service.url, settings.model_name) for _ in range(20)} == {"2"}
+    assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
+    metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
+    assert 'mlops_alias_events_total{event="swap_failed"}' in metrics
+
+    outcomes = finish_load(load, out)
+    statuses = Counter(o["status"] for o in outcomes)
+    assert statuses == {200: len(outcomes)}, statuses
+    runs = {"1": first.run_id, "2": second.run_id}
+    assert all(runs[o["version"]] == o["run_id"] for o in outcomes)  # each answer names one version
+    versions = [o["version"] for o in outcomes]
+    assert set(versions) == {"1", "2"} and versions[-1] == "2"
+    assert len(outcomes) > 200
+
+    # the inference log holds exactly one record per served prediction
+    logged = Counter(r["request_id"] for r in read_records(settings.inference_log_dir))
+    served = [o["request_id"] for o in outcomes]
+    assert all(logged[request_id] == 1 for request_id in served)
+    by_route = Counter(r["route"] for r in read_records(settings.inference_log_dir))
+    assert by_route["predict"] == len(served) + 2  # plus one golden check per deploy
+    assert "swap_failed" in service.log_tail(200) and f"v{broken}" in service.log_tail(200)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_api_key_and_tls_on_a_real_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None, tls_files: tuple[Path, Path], split
+) -> None:
+    cert, key = tls_files
+    secret = "s3cret-token-for-tests"
+    settings = use(
+        make_settings(tmp_path / "state", api_key=secret, tls_certfile=cert, tls_keyfile=key), monkeypatch
+    )
+    service = LocalService(settings)
+    try:
+        assert training_pipeline(deploy_target="none").verdict == "champion"
+        service.start()
+        service.wait_ready(settings.serve_start_timeout_s)
+        assert service.url.startswith("https://")
+        wait_for_version(service.url, settings.model_name, "1", 60, verify=str(cert))
+        body = {"records": datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)}
+        with httpx.Client(verify=str(cert), timeout=10) as client:  # verifies the server's certificate
+            assert client.post(f"{service.url}/predict", json=body).status_code == 401
+            wrong = client.post(f"{service.url}/predict", json=body, headers={"authorization": "Bearer nope"})
+            assert wrong.status_code == 401 and "invalid API key" in wrong.json()["error"]
+            assert wrong.headers["www-authenticate"].startswith("Bearer")
+            ok = client.post(
+                f"{service.url}/predict", json=body, headers={"authorization": f"Bearer {secret}"}
+            )
+            assert ok.status_code == 200 and ok.json()["model_version"] == "1"
+            assert client.get(f"{service.url}/v2/health/ready").status_code == 200  # probes stay open
+        with pytest.raises(httpx.ConnectError):  # an unverified certificate is refused by a real client
+            httpx.get(f"{service.url}/v2/health/ready", timeout=5)
+        assert secret not in service.log_tail(500)
+    finally:
+        service.stop()
