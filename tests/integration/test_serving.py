@@ -6,6 +6,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,17 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     by_route = Counter(r["route"] for r in read_records(settings.inference_log_dir))
     assert by_route["predict"] == len(served) + 2  # plus one golden check per deploy
     assert "swap_failed" in service.log_tail(200) and f"v{broken}" in service.log_tail(200)
+
+    # single-row traffic on the batchable route is merged into fewer model calls
+    def one_row(_: int) -> int:
+        response = httpx.post(f"{service.url}/predict_rows", json={"rows": [record]}, timeout=30)
+        assert response.status_code == 200 and response.json()[0]["model_version"] == "2"
+        return 1
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        assert sum(pool.map(one_row, range(256))) == 256
+    batches = [r["rows"] for r in read_records(settings.inference_log_dir) if r["route"] == "predict_rows"]
+    assert sum(batches) == 256 and max(batches) > 1 and len(batches) < 256
 
 
 @pytest.fixture
