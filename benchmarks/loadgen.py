@@ -50,14 +50,24 @@ def one_request(client: httpx.Client, url: str, body: bytes) -> Outcome:
 
 
 def run(
-    url: str, body: bytes, connections: int, seconds: float, headers: dict[str, str], verify: bool | str
+    url: str,
+    body: bytes,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str],
+    verify: bool | str,
+    stop_file: Path | None = None,
 ) -> list[Outcome]:
+    """Send until ``seconds`` have passed or ``stop_file`` exists, whichever comes first."""
     deadline = time.monotonic() + seconds
     results: list[list[Outcome]] = [[] for _ in range(connections)]
 
+    def going() -> bool:
+        return time.monotonic() < deadline and not (stop_file is not None and stop_file.exists())
+
     def worker(index: int) -> None:
         with httpx.Client(headers=headers, verify=verify, timeout=30) as client:
-            while time.monotonic() < deadline:
+            while going():
                 results[index].append(one_request(client, url, body))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
@@ -93,10 +103,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--api-key")
     parser.add_argument("--verify", default="true", help="'true', 'false' or a CA bundle path")
+    parser.add_argument("--stop-file", type=Path, help="stop early once this file exists")
     args = parser.parse_args()
     headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     verify: bool | str = {"true": True, "false": False}.get(args.verify, args.verify)
-    outcomes = run(args.url, args.body.read_bytes(), args.connections, args.seconds, headers, verify)
+    outcomes = run(
+        args.url, args.body.read_bytes(), args.connections, args.seconds, headers, verify, args.stop_file
+    )
     with args.out.open("w") as handle:
         for outcome in outcomes:
             handle.write(json.dumps(outcome.__dict__) + "\n")

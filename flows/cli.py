@@ -1,4 +1,4 @@
-"""Command line: ``mlops demo | run | promote | stop | status``."""
+"""Command line: ``mlops demo | run | promote | deploy | rollback | monitor | traffic | fault | status``."""
 
 from __future__ import annotations
 
@@ -91,23 +91,93 @@ def _stop(settings: Settings) -> int:
     return 0
 
 
-def _status(settings: Settings) -> int:
+def _status(settings: Settings, replica_urls: list[str]) -> int:
     from flows.deploy import LocalService, served_version
+    from flows.rollout import history, recent
     from flows.tracking import alias_version, connect
     from models.registry import CHALLENGER, CHAMPION
 
     client = connect(settings)
     service = LocalService(settings)
-    served = "not running"
-    if service.pid() is not None:
+    urls = replica_urls or ([service.url] if service.pid() is not None else [])
+    print(f"model       {settings.model_name}")
+    print(f"champion    {alias_version(client, settings.model_name, CHAMPION)}")
+    print(f"challenger  {alias_version(client, settings.model_name, CHALLENGER)}")
+    live = history(client, settings.model_name)
+    print(f"live so far {', '.join(live) or 'none'}")
+    if not urls:
+        print("replicas    none running (local service stopped)")
+    for url in urls:
         try:
-            served = f"version {served_version(service.url, settings.model_name)} at {service.url}"
+            print(
+                f"replica     {url} serves v{served_version(url, settings.model_name, verify=service.verify)}"
+            )
         except Exception as exc:  # noqa: BLE001 - status reports whatever it finds
-            served = f"running, not answering ({exc})"
-    print(f"model      {settings.model_name}")
-    print(f"champion   {alias_version(client, settings.model_name, CHAMPION)}")
-    print(f"challenger {alias_version(client, settings.model_name, CHALLENGER)}")
-    print(f"service    {served}")
+            print(f"replica     {url} not answering ({type(exc).__name__})")
+    for entry in recent(client, settings, limit=5):
+        print(f"deployment  {entry.get('finished_at', '?')}  {entry.get('summary', '')}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from flows.pipeline import deploy_flow
+
+    print(deploy_flow(requested_by=args.by, deploy_target=args.target, replica_urls=args.replica))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from flows.pipeline import rollback_flow
+
+    summary = rollback_flow(
+        requested_by=args.by,
+        reason=args.reason,
+        to_version=args.to,
+        deploy_target=args.target,
+        replica_urls=args.replica,
+    )
+    print(summary)
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from flows.pipeline import monitor_flow
+
+    result = monitor_flow(
+        version=args.version, window_minutes=args.minutes, labels_path=args.labels, retrain=args.retrain
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _traffic(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.traffic import plan_traffic, replay
+    from models import datasets
+
+    spec = datasets.get_spec(args.dataset)
+    holdout = datasets.split(datasets.load_frame(datasets.demo_source(spec.name)), spec).holdout
+    planned = plan_traffic(holdout, spec, args.rows, args.shift, args.balance, seed=args.seed)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    sent = replay(args.url or settings.serve_url, planned, spec, Path(args.labels_out), args.batch, api_key)
+    print(f"sent {len(planned)} rows in {sent} requests; labels in {args.labels_out}")
+    return 0
+
+
+def _fault(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.faults import register_broken_version
+    from flows.tracking import alias_version, connect
+    from models.registry import CHAMPION
+
+    client = connect(settings)
+    base = args.base or alias_version(client, settings.model_name, CHAMPION)
+    if base is None:
+        print("no champion to copy; run the pipeline first")
+        return 1
+    version = register_broken_version(client, settings, base, args.kind)
+    print(f"registered v{version}: v{base} with a {args.kind} ONNX model (tag fault.injected)")
+    print(f"deploy it to watch the rollback: mlops promote {version} --by you --reason 'fault drill'")
     return 0
 
 
@@ -141,8 +211,36 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", required=True)
     promote.add_argument("--force", action="store_true", help="even if it failed the gate (recorded)")
     promote.add_argument("--deploy", choices=["local", "none"], default="local")
+    for name, helptext in (("deploy", "deploy the champion and prove it serves"), ("rollback", "roll back")):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("--by", required=True, help="who asks (recorded)")
+        sub.add_argument("--target", choices=["local", "fleet"], default="local")
+        sub.add_argument("--replica", action="append", default=[], help="replica URL (fleet), repeatable")
+        if name == "rollback":
+            sub.add_argument("--reason", required=True)
+            sub.add_argument("--to", help="version to roll back to (default: the previous live one)")
+    fault = commands.add_parser("fault", help="register a version that breaks at serve time, on purpose")
+    fault.add_argument("kind", choices=["unloadable", "wrong_outputs", "slow"])
+    fault.add_argument("--base", help="version to copy (default: the champion)")
+    monitor = commands.add_parser("monitor", help="drift and live quality over a window of the inference log")
+    monitor.add_argument("--version", help="default: the champion")
+    monitor.add_argument("--minutes", type=float, default=60)
+    monitor.add_argument("--labels", help="CSV/Parquet with request_id,row,label")
+    monitor.add_argument("--retrain", action="store_true", help="start the training deployment on a breach")
+    traffic = commands.add_parser("traffic", help="replay held-out rows against the endpoint, maybe drifted")
+    traffic.add_argument("--dataset", default="breast_cancer")
+    traffic.add_argument("--rows", type=int, default=1000)
+    traffic.add_argument("--batch", type=int, default=1, help="rows per request")
+    traffic.add_argument(
+        "--shift", action="append", default=[], help="feature:+2sd | feature:*1.3 | feature:=x"
+    )
+    traffic.add_argument("--balance", help="label:<class>=<share>, e.g. label:1=0.9")
+    traffic.add_argument("--labels-out", default=".mlops/traffic-labels.csv")
+    traffic.add_argument("--url", help="default: the local service")
+    traffic.add_argument("--seed", type=int, default=0)
     commands.add_parser("stop", help="stop the local serving process")
-    commands.add_parser("status", help="aliases and what the local service serves")
+    status = commands.add_parser("status", help="aliases, what each replica serves, the last deployments")
+    status.add_argument("--replica", action="append", default=[], help="replica URL, repeatable")
     return root
 
 
@@ -156,9 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(settings, args)
     if args.command == "promote":
         return _promote(settings, args)
+    if args.command == "deploy":
+        return _deploy(args)
+    if args.command == "rollback":
+        return _rollback(args)
+    if args.command == "monitor":
+        return _monitor(args)
+    if args.command == "traffic":
+        return _traffic(settings, args)
+    if args.command == "fault":
+        return _fault(settings, args)
     if args.command == "stop":
         return _stop(settings)
-    return _status(settings)
+    return _status(settings, args.replica)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Deployment of the champion to the local BentoML service, and the checks that prove it serves."""
+"""The local serving process that the project starts and supervises itself (its state in the state folder)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from flows.checks import Replica
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 
@@ -152,85 +153,21 @@ def predict(url: str, records: list[dict[str, Any]], timeout_s: float = 10.0) ->
     return body
 
 
-@dataclass(frozen=True)
-class GoldenCheck:
-    served_version: str
-    expected_version: str
-    mismatches: int
-    rows: int
-    max_abs_diff: float
-
-    @property
-    def passed(self) -> bool:
-        return self.served_version == self.expected_version and self.mismatches == 0
-
-
-def golden_check(url: str, golden: dict[str, Any], expected_version: str, tolerance: float) -> GoldenCheck:
-    """Send the golden rows recorded at gate time; the answers must match and name the version."""
-    body = predict(url, golden["records"])
-    predictions = body["predictions"]
-    if "labels" in golden:
-        diffs = [
-            max(abs(got - want) for got, want in zip(p["probabilities"].values(), expected, strict=True))
-            for p, expected in zip(predictions, golden["probabilities"], strict=True)
-        ]
-        mismatches = sum(
-            p["label"] != label or d > tolerance
-            for p, label, d in zip(predictions, golden["labels"], diffs, strict=True)
-        )
-    else:
-        diffs = [abs(p["value"] - e) for p, e in zip(predictions, golden["values"], strict=True)]
-        mismatches = sum(d > tolerance for d in diffs)
-    return GoldenCheck(
-        served_version=str(body["model_version"]),
-        expected_version=expected_version,
-        mismatches=mismatches,
-        rows=len(predictions),
-        max_abs_diff=max(diffs, default=0.0),
-    )
-
-
 def served_version(url: str, model_name: str, timeout_s: float = 5.0, verify: bool | str = True) -> str:
     response = httpx.get(f"{url}/v2/models/{model_name}", timeout=timeout_s, verify=verify)
     response.raise_for_status()
     return str(response.json()["versions"][0])
 
 
-def wait_for_version(
-    url: str, model_name: str, version: str, timeout_s: float, consecutive: int = 3, verify: bool | str = True
-) -> float:
-    """Poll until ``consecutive`` answers in a row (any worker) report ``version``; return seconds taken."""
-    started = time.monotonic()
-    streak = 0
-    while time.monotonic() - started < timeout_s:
-        try:
-            streak = streak + 1 if served_version(url, model_name, verify=verify) == version else 0
-        except (httpx.HTTPError, KeyError, ValueError):
-            streak = 0
-        if streak >= consecutive:
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise ServiceError(f"{url} did not serve {model_name} v{version} within {timeout_s:.0f}s")
+def ensure_running(service: LocalService) -> str:
+    """Start the local service if it is not running and wait until it is ready; say which it was."""
+    if service.pid() is not None:
+        return "running"
+    service.start()
+    service.wait_ready(service.settings.serve_start_timeout_s)
+    return "started"
 
 
-def deploy_local(service: LocalService, expected_version: str) -> str:
-    """Make the local service serve ``expected_version``; return what happened.
-
-    A running service follows the ``champion`` alias by itself (each worker loads, self-tests and swaps
-    the new version without dropping requests); one that is not running is started.
-    """
-    settings = service.settings
-    action = "followed the alias"
-    if service.pid() is None:
-        service.start()
-        action = "started"
-    service.wait_ready(settings.serve_start_timeout_s)
-    waited = wait_for_version(
-        service.url,
-        settings.model_name,
-        expected_version,
-        timeout_s=settings.serve_start_timeout_s,
-        consecutive=3 * settings.serve_workers,
-        verify=service.verify,
-    )
-    return f"{action}, serving v{expected_version} after {waited:.1f}s"
+def local_replica(settings: Settings) -> Replica:
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    return Replica(settings.serve_url, api_key=api_key, verify=LocalService(settings).verify)

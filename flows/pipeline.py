@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -17,20 +19,24 @@ import prefect.runtime.flow_run
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.events import emit_event
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 from prefect.states import Completed
 from sklearn.pipeline import Pipeline
 
-from flows import card, convert, deploy, evaluate, gate, promote, register, train, validate
+from flows import card, convert, deploy, evaluate, gate, monitor, promote, register, rollout, train, validate
+from flows.checks import DeployChecks, Replica
 from flows.tracking import alias_version, connect, experiment_id, git_commit
 from models import datasets
 from models.recipes import get_recipe
-from models.registry import CHALLENGER, Tag
+from models.registry import CHALLENGER, CHAMPION, PROFILE_ARTIFACT, Tag
 from models.settings import Settings
 
 Promotion = Literal["auto", "approval", "none"]
-DeployTarget = Literal["local", "none"]
+DeployTarget = Literal["local", "fleet"]
 
 
 @dataclass(frozen=True)
@@ -214,28 +220,68 @@ def write_model_card(settings: Settings, facts: card.CardFacts) -> str:
     return uri
 
 
-@task(cache_policy=NONE)
-def deploy_local_service(settings: Settings, version: str, tolerance: float) -> deploy.GoldenCheck:
+def replicas_for(settings: Settings, target: DeployTarget, replica_urls: list[str]) -> list[Replica]:
+    """The local service (started if not running), or the given fleet of replica URLs."""
+    if target == "local":
+        deploy.ensure_running(deploy.LocalService(settings))
+        return [deploy.local_replica(settings)]
+    if not replica_urls:
+        raise ValueError("deploy_target 'fleet' needs replica_urls")
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    return [Replica(url.rstrip("/"), api_key=api_key) for url in replica_urls]
+
+
+def _rollout(settings: Settings, replicas: list[Replica], checks: DeployChecks) -> rollout.Rollout:
     client = connect(settings)
-    service = deploy.LocalService(settings)
-    action = deploy.deploy_local(service, version)
-    golden_uri = client.get_model_version(settings.model_name, version).tags[Tag.GOLDEN_URI]
-    golden: dict[str, Any] = mlflow.artifacts.load_dict(golden_uri)
-    check = deploy.golden_check(service.url, golden, version, tolerance)
-    _log(
-        "deploy",
-        "version=%s service=%s (%s) served=%s golden=%d/%d verdict=%s",
-        version,
-        service.url,
-        action,
-        check.served_version,
-        check.rows - check.mismatches,
-        check.rows,
-        "passed" if check.passed else "failed",
-    )
-    if not check.passed:
-        raise deploy.ServiceError(f"post-deploy golden check failed: {check}")
-    return check
+
+    def golden(version: str) -> dict[str, Any]:
+        uri = client.get_model_version(settings.model_name, version).tags[Tag.GOLDEN_URI]
+        loaded: dict[str, Any] = mlflow.artifacts.load_dict(uri)
+        return loaded
+
+    def publish(entry: rollout.DeploymentRecord) -> None:
+        log = get_run_logger().info if entry.passed else get_run_logger().error
+        log(
+            "stage=%s version=%s verdict=%s %s",
+            entry.action,
+            entry.to_version,
+            "passed" if entry.passed else "failed",
+            entry.summary(),
+        )
+        create_table_artifact(
+            entry.table(),
+            key=_artifact_key(entry.action, settings.model_name),
+            description=entry.summary()[:1000],
+        )
+
+    return rollout.Rollout(client, settings, replicas, checks, golden, publish)
+
+
+@task(cache_policy=NONE)
+def deploy_version(
+    settings: Settings,
+    version: str,
+    target: DeployTarget,
+    replica_urls: list[str],
+    checks: DeployChecks,
+    triggered_by: str,
+) -> rollout.DeploymentRecord:
+    """Make the replicas serve ``version`` and prove it; roll back automatically if any check fails."""
+    plan = _rollout(settings, replicas_for(settings, target, replica_urls), checks)
+    return plan.deploy(version, triggered_by)
+
+
+@task(cache_policy=NONE)
+def rollback_version(
+    settings: Settings,
+    to_version: str | None,
+    target: DeployTarget,
+    replica_urls: list[str],
+    checks: DeployChecks,
+    triggered_by: str,
+) -> rollout.DeploymentRecord:
+    plan = _rollout(settings, replicas_for(settings, target, replica_urls), checks)
+    return plan.rollback(to_version or plan.previous_live(), triggered_by)
 
 
 def ended(name: str, message: str, result: PipelineResult) -> PipelineResult:
@@ -264,7 +310,9 @@ def training_pipeline(
     gate_config: gate.GateConfig | None = None,
     promotion: Promotion = "auto",
     approval_timeout_s: int = 3600,
-    deploy_target: DeployTarget = "local",
+    deploy_target: DeployTarget | Literal["none"] = "local",
+    replica_urls: list[str] | None = None,
+    deploy_checks: DeployChecks | None = None,
 ) -> PipelineResult:
     """Validate data, train a recipe, register, convert to ONNX, gate, promote and deploy."""
     settings = Settings()
@@ -342,8 +390,11 @@ def training_pipeline(
     write_model_card(settings, facts)
     if deploy_target == "none":
         return result("champion", [], version, None)
-    deploy_local_service(settings, version, config.parity_tolerance)
-    return result("champion", [], version, settings.serve_url)
+    deploy_version(
+        settings, version, deploy_target, replica_urls or [], deploy_checks or DeployChecks(), "pipeline"
+    )
+    url = settings.serve_url if deploy_target == "local" else ",".join(replica_urls or [])
+    return result("champion", [], version, url)
 
 
 @flow(name="promote")
@@ -352,12 +403,176 @@ def promote_flow(
     requested_by: str,
     reason: str,
     force: bool = False,
-    deploy_target: DeployTarget = "local",
+    deploy_target: DeployTarget | Literal["none"] = "local",
+    replica_urls: list[str] | None = None,
+    deploy_checks: DeployChecks | None = None,
 ) -> str | None:
-    """Promote a named version by hand. Refuses a version that failed the gate unless ``force``."""
+    """Promote a named version by hand, then deploy it (with automated rollback).
+
+    Refuses a version that failed the gate unless ``force``.
+    """
     settings = Settings()
-    decision = promote.Decision(True, requested_by, reason)
-    previous = promote_version(settings, version, decision, force=force)
-    if deploy_target == "local":
-        deploy_local_service(settings, version, gate.GateConfig().parity_tolerance)
+    previous = promote_version(settings, version, promote.Decision(True, requested_by, reason), force=force)
+    if deploy_target != "none":
+        deploy_version(
+            settings,
+            version,
+            deploy_target,
+            replica_urls or [],
+            deploy_checks or DeployChecks(),
+            f"promote by {requested_by}",
+        )
     return previous
+
+
+@flow(name="deploy")
+def deploy_flow(
+    requested_by: str,
+    deploy_target: DeployTarget = "local",
+    replica_urls: list[str] | None = None,
+    deploy_checks: DeployChecks | None = None,
+) -> str:
+    """Deploy the current ``champion`` to the target and prove it serves; roll back if it does not."""
+    settings = Settings()
+    version = alias_version(connect(settings), settings.model_name, CHAMPION)
+    if version is None:
+        raise ValueError(f"{settings.model_name} has no champion to deploy")
+    entry = deploy_version(
+        settings,
+        version,
+        deploy_target,
+        replica_urls or [],
+        deploy_checks or DeployChecks(),
+        f"deploy by {requested_by}",
+    )
+    return entry.summary()
+
+
+@flow(name="rollback")
+def rollback_flow(
+    requested_by: str,
+    reason: str,
+    to_version: str | None = None,
+    deploy_target: DeployTarget = "local",
+    replica_urls: list[str] | None = None,
+    deploy_checks: DeployChecks | None = None,
+) -> str:
+    """Move ``champion`` back to the previous live version (or ``to_version``), and prove it serves."""
+    settings = Settings()
+    entry = rollback_version(
+        settings,
+        to_version,
+        deploy_target,
+        replica_urls or [],
+        deploy_checks or DeployChecks(),
+        f"rollback by {requested_by}: {reason}",
+    )
+    return entry.summary()
+
+
+@task(cache_policy=NONE)
+def monitor_version(
+    settings: Settings,
+    version: str,
+    since: float,
+    until: float,
+    labels_path: str | None,
+    thresholds: monitor.MonitorThresholds,
+) -> monitor.MonitorReport:
+    client = connect(settings)
+    run_id = str(client.get_model_version(settings.model_name, version).run_id)
+    profile: dict[str, Any] = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PROFILE_ARTIFACT}")
+    gate_metrics = {
+        k.removeprefix("holdout_"): v
+        for k, v in client.get_run(run_id).data.metrics.items()
+        if k.startswith("holdout_")
+    }
+    report = monitor.monitor_window(
+        settings.inference_log_dir,
+        model=settings.model_name,
+        version=version,
+        profile=profile,
+        gate_metrics=gate_metrics,
+        since=since,
+        until=until,
+        thresholds=thresholds,
+        labels=Path(labels_path) if labels_path else None,
+    )
+    create_markdown_artifact(
+        monitor.to_markdown(report),
+        key=_artifact_key("monitor", settings.model_name),
+        description=f"{settings.model_name} v{version}: {'; '.join(report.breaches) or 'no breach'}"[:1000],
+    )
+    _log(
+        "monitor",
+        "version=%s rows=%d verdict=%s %s",
+        version,
+        report.rows,
+        "breach" if report.breaches else "ok",
+        report.breaches or "",
+    )
+    return report
+
+
+@task(cache_policy=NONE)
+def act_on_breach(
+    settings: Settings, report: monitor.MonitorReport, retrain: bool, retrain_deployment: str
+) -> str | None:
+    """Emit a Prefect event for the breach and, when asked, start a run of the training deployment."""
+    monitor_run = str(prefect.runtime.flow_run.id)
+    emit_event(
+        event="mlops.monitor.breach",
+        resource={
+            "prefect.resource.id": f"mlops.model.{settings.model_name}",
+            "mlops.version": report.version,
+        },
+        payload={"breaches": report.breaches, "monitor_flow_run": monitor_run},
+    )
+    if not retrain:
+        return None
+    triggered = cast(
+        FlowRun,
+        run_deployment(
+            retrain_deployment, timeout=0, tags=["caused-by-monitor", f"monitor-run:{monitor_run}"]
+        ),
+    )
+    _log(
+        "monitor", "version=%s breach -> started %s run %s", report.version, retrain_deployment, triggered.id
+    )
+    return str(triggered.id)
+
+
+@flow(name="monitor")
+def monitor_flow(
+    version: str | None = None,
+    window_minutes: float = 60,
+    until: float | None = None,
+    labels_path: str | None = None,
+    thresholds: monitor.MonitorThresholds | None = None,
+    retrain: bool = False,
+    retrain_deployment: str = "training-pipeline/training-pipeline",
+) -> dict[str, Any]:
+    """Drift, volume, errors, latency and live quality of a version over a window of its inference log."""
+    settings = Settings()
+    client = connect(settings)
+    chosen = version or alias_version(client, settings.model_name, CHAMPION)
+    if chosen is None:
+        raise ValueError(f"{settings.model_name} has no champion to monitor")
+    end = until if until is not None else time.time()
+    report = monitor_version(
+        settings,
+        chosen,
+        end - window_minutes * 60,
+        end,
+        labels_path,
+        thresholds or monitor.MonitorThresholds(),
+    )
+    triggered = act_on_breach(settings, report, retrain, retrain_deployment) if report.breaches else None
+    run_id = monitor.record_report(client, settings, report, triggered)
+    return {
+        "version": chosen,
+        "rows": report.rows,
+        "breaches": report.breaches,
+        "monitor_run": run_id,
+        "triggered_flow_run": triggered,
+    }

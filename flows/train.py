@@ -16,8 +16,9 @@ from sklearn.pipeline import Pipeline
 
 from models.datasets import DEMO_PREFIX, Split
 from models.metrics import evaluate
+from models.profile import build_profile
 from models.recipes import SKOPS_TRUSTED_TYPES, build_pipeline
-from models.registry import SKLEARN_ARTIFACT_NAME, Tag
+from models.registry import PROFILE_ARTIFACT, SKLEARN_ARTIFACT_NAME, Tag
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def track_training(
         output = (
             pipeline.predict_proba(example) if spec.task == "classification" else pipeline.predict(example)
         )
+        mlflow.log_dict(build_profile(split.x_train, spec, pipeline.predict(split.x_train)), PROFILE_ARTIFACT)
         info = mlflow.sklearn.log_model(
             pipeline,
             name=SKLEARN_ARTIFACT_NAME,

@@ -30,6 +30,7 @@ class Tag:
     PROMOTION_REASON: Final = "promotion.reason"
     PROMOTION_FORCED_BY: Final = "promotion.forced_by"
     MODEL_CARD: Final = "model_card.uri"
+    MONITOR_LAST: Final = "monitor.last"
     DEPLOYMENT_STATUS: Final = "deployment.status"
     DEPLOYMENT_REASON: Final = "deployment.reason"
 
@@ -40,5 +41,6 @@ class Tag:
 
 GOLDEN_ARTIFACT: Final = "golden/golden.json"
 MODEL_CARD_ARTIFACT: Final = "model_card.md"
+PROFILE_ARTIFACT: Final = "profile/reference.json"
 ONNX_ARTIFACT_NAME: Final = "onnx"
 SKLEARN_ARTIFACT_NAME: Final = "model"

@@ -8,8 +8,8 @@ that reaches ``max_bytes`` is closed and the next one opened.
 
 Record fields: ``request_id``, ``ts`` (epoch seconds), ``time`` (ISO 8601, UTC), ``model``, ``version``,
 ``run_id``, ``route``, ``rows``, ``latency_ms``, ``inputs`` (feature -> list of values, one per row) and
-``outputs`` (output -> list, one per row). ``read_records`` streams them back; ``iter_rows`` flattens them
-into one dict per prediction row for monitoring.
+``outputs`` (output -> list, one per row). A refused request is a record with ``status`` and ``error`` and
+no rows. ``read_records`` streams them back; ``iter_rows`` flattens them into one dict per prediction row.
 """
 
 from __future__ import annotations
@@ -102,6 +102,30 @@ class InferenceLog:
             },
             option=_DUMP_OPTIONS,
         )
+        self._append(line)
+
+    def write_error(
+        self, *, request_id: str, model: str, version: str, route: str, status: int, error: str
+    ) -> None:
+        """A refused request: no prediction, but it counts in the error rate the monitor reports."""
+        now = time.time()
+        line = orjson.dumps(
+            {
+                "request_id": request_id,
+                "ts": now,
+                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                "model": model,
+                "version": version,
+                "route": route,
+                "rows": 0,
+                "status": status,
+                "error": error[:500],
+            },
+            option=_DUMP_OPTIONS,
+        )
+        self._append(line)
+
+    def _append(self, line: bytes) -> None:
         with self._lock:
             try:
                 fd = self._fd if self._fd is not None and self._size < self.max_bytes else self._rotate()

@@ -14,6 +14,7 @@ The service never imports scikit-learn or Prefect.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from importlib import metadata
@@ -52,7 +53,19 @@ def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, st
 
 
 @api.exception_handler(ApiError)
-async def _api_error(_: Request, exc: ApiError) -> Response:
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    service = bentoml.get_current_service()
+    if service is not None and exc.status != 404:  # refused requests count in the monitored error rate
+        current = service.follower.current
+        with contextlib.suppress(InferenceLogError):
+            service.log.write_error(
+                request_id=uuid.uuid4().hex,
+                model=current.ref.name if current else "",
+                version=current.ref.version if current else "",
+                route=request.url.path,
+                status=exc.status,
+                error=exc.message,
+            )
     return json_response({"error": exc.message}, exc.status)
 
 

@@ -8,6 +8,7 @@ import tempfile
 # BentoML's /metrics reads Prometheus' multiprocess folder, which `bentoml serve` sets up by itself; for
 # the in-process app it must exist before prometheus_client is first imported (Prefect imports it too).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # its heartbeat only adds noise
 
 import socket
 from collections.abc import Iterator

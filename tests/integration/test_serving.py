@@ -1,32 +1,32 @@
 """A real `bentoml serve` with several workers, under load from a separate process, over loopback."""
 
-import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from flows.deploy import LocalService, served_version, wait_for_version
+from flows.checks import Replica, check_version
+from flows.deploy import LocalService, served_version
 from flows.faults import register_broken_version
 from flows.gate import GateConfig
 from flows.pipeline import training_pipeline
-from flows.tracking import PROJECT_ROOT, connect
+from flows.tracking import connect
 from models import datasets
 from models.registry import CHAMPION
 from models.settings import Settings
 from serving.inference_log import read_records
 from tests.conftest import make_settings, settings_env
+from tests.integration.load import finish_load, start_load
 
 pytestmark = pytest.mark.integration
 
-ANY_CHAMPION = GateConfig(max_regression={})  # these tests swap between recipes, better or not
+# these tests swap between recipes, better or not; the load shares the two cores with the gate's timing
+ANY_CHAMPION = GateConfig(max_regression={}, latency_p99_ms=50)
 
 
 def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -42,23 +42,6 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: Non
         yield local
     finally:
         local.stop()
-
-
-def start_load(
-    url: str, body: dict[str, Any], out: Path, seconds: float, connections: int = 6, **flags: str
-) -> subprocess.Popen[str]:
-    body_file = out.with_suffix(".body.json")
-    body_file.write_text(json.dumps(body))
-    extra = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
-    command = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--body", str(body_file)]
-    command += ["--connections", str(connections), "--seconds", str(seconds), "--out", str(out), *extra]
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
-
-
-def finish_load(process: subprocess.Popen[str], out: Path) -> list[dict[str, Any]]:
-    stdout, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, stdout
-    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
@@ -137,7 +120,8 @@ def test_api_key_and_tls_on_a_real_server(
         service.start()
         service.wait_ready(settings.serve_start_timeout_s)
         assert service.url.startswith("https://")
-        wait_for_version(service.url, settings.model_name, "1", 60, verify=str(cert))
+        replica = Replica(service.url, api_key=secret, verify=str(cert))
+        assert check_version(replica, settings.model_name, "1", 60, streak=3).passed
         body = {"records": datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)}
         with httpx.Client(verify=str(cert), timeout=10) as client:  # verifies the server's certificate
             assert client.post(f"{service.url}/predict", json=body).status_code == 401

@@ -1,0 +1,166 @@
+"""Deploys, injected faults and automated rollback under steady load; a fleet of three replicas."""
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows import rollout
+from flows.checks import DeployChecks
+from flows.deploy import LocalService, served_version
+from flows.faults import FaultKind, register_broken_version
+from flows.gate import GateConfig
+from flows.pipeline import deploy_flow, promote_flow, rollback_flow, training_pipeline
+from flows.tracking import alias_version, connect
+from models import datasets
+from models.registry import CHAMPION, Tag
+from models.settings import Settings
+from tests.conftest import make_settings, settings_env
+from tests.integration.load import finish_load, start_load
+
+pytestmark = pytest.mark.integration
+
+ANY_CHAMPION = GateConfig(max_regression={}, latency_p99_ms=50)  # the load shares the two cores
+FAST = DeployChecks(
+    ready_timeout_s=60,
+    version_timeout_s=20,
+    probe_requests=10,
+    probe_concurrency=2,
+    latency_p99_ms=1000,
+    bake_s=2,
+)
+# Under steady load on two cores a healthy model's p99 can reach a few hundred ms, so the latency budget
+# is 1 s and the slow fault is made 4x slower than its default (about 0.7 s per call idle).
+SLOW_LAYERS = 1300
+EXPECTED_CATCH: dict[FaultKind, str] = {
+    "unloadable": "version",
+    "wrong_outputs": "version",
+    "slow": "latency",
+}
+
+
+def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    return settings
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None) -> Iterator[LocalService]:
+    local = LocalService(use(make_settings(tmp_path / "state", serve_workers=2), monkeypatch))
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def test_every_fault_is_rolled_back_under_load_with_no_failed_request(
+    service: LocalService, split: datasets.Split, tmp_path: Path
+) -> None:
+    settings = service.settings
+    client = connect(settings)
+    assert training_pipeline(gate_config=ANY_CHAMPION, deploy_checks=FAST).version == "1"
+    record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
+    out, stop = tmp_path / "load.jsonl", tmp_path / "stop"
+    load = start_load(
+        f"{service.url}/predict", {"records": [record]}, out, seconds=300, connections=4, stop_file=str(stop)
+    )
+    try:
+        time.sleep(2)
+        good = training_pipeline(
+            recipe="hist_gradient_boosting", gate_config=ANY_CHAMPION, deploy_checks=FAST
+        )
+        assert good.version == "2"  # a good deploy under load
+        assert client.get_model_version(settings.model_name, "2").tags[Tag.DEPLOYMENT_STATUS] == "live"
+
+        report: dict[str, dict[str, Any]] = {}
+        for kind, check in EXPECTED_CATCH.items():
+            broken = register_broken_version(client, settings, "2", kind, slow_layers=SLOW_LAYERS)
+            with pytest.raises(rollout.DeploymentFailedError, match="rolled back to v2") as failure:
+                promote_flow(version=broken, requested_by="drill", reason=kind, deploy_checks=FAST)
+            assert alias_version(client, settings.model_name, CHAMPION) == "2"
+            tags = client.get_model_version(settings.model_name, broken).tags
+            assert tags[Tag.DEPLOYMENT_STATUS] == "rolled_back"
+            assert tags[Tag.DEPLOYMENT_REASON].startswith(f"{check} on ")
+            last = rollout.recent(client, settings, limit=1)[0]
+            assert (last["action"], last["to_version"], last["result"]) == ("rollback", "2", "passed")
+            report[kind] = {
+                "caught_by": check,
+                "restore_s": float(last["restore_s"]),
+                "message": str(failure.value),
+            }
+            assert served_version(service.url, settings.model_name) == "2"
+    finally:
+        stop.touch()
+        outcomes = finish_load(load, out)
+    statuses = Counter(o["status"] for o in outcomes)
+    assert statuses == {200: len(outcomes)}, statuses
+    assert {o["version"] for o in outcomes} <= {"1", "2", *[str(v) for v in range(3, 6)]}
+    print("\nfault drill:", json.dumps({**report, "requests": len(outcomes), "failed": 0}, indent=2))
+    assert all(entry["restore_s"] < 10 for entry in report.values()), report
+
+
+def test_manual_rollback_to_the_previous_or_a_named_version(service: LocalService) -> None:
+    settings = service.settings
+    client = connect(settings)
+    training_pipeline(gate_config=ANY_CHAMPION, deploy_checks=FAST)
+    training_pipeline(recipe="random_forest", gate_config=ANY_CHAMPION, deploy_checks=FAST)
+    summary = rollback_flow(requested_by="ana", reason="customer report", deploy_checks=FAST)
+    assert "rollback" in summary and "v2 -> v1" in summary and "ana" in summary
+    assert served_version(service.url, settings.model_name) == "1"
+    assert alias_version(client, settings.model_name, CHAMPION) == "1"
+    rollback_flow(requested_by="ana", reason="fixed", to_version="2", deploy_checks=FAST)
+    assert served_version(service.url, settings.model_name) == "2"
+    assert rollout.history(client, settings.model_name) == ["1", "2", "1", "2"]
+    deploys = [r["action"] for r in rollout.recent(client, settings, limit=10)]
+    assert deploys == ["rollback", "rollback", "deploy", "deploy"]
+
+
+def test_a_fleet_of_three_replicas_converges_on_deploy_and_on_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None
+) -> None:
+    main = use(make_settings(tmp_path / "main"), monkeypatch)
+    replicas = [
+        LocalService(make_settings(tmp_path / f"replica{i}", tracking_uri=main.resolved_tracking_uri))
+        for i in range(3)
+    ]
+    urls = [r.url for r in replicas]
+    try:
+        assert training_pipeline(deploy_target="none").version == "1"
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            replica.wait_ready(120)
+        assert "passed" in deploy_flow(
+            requested_by="ci", deploy_target="fleet", replica_urls=urls, deploy_checks=FAST
+        )
+        second = training_pipeline(
+            recipe="hist_gradient_boosting",
+            gate_config=ANY_CHAMPION,
+            deploy_target="fleet",
+            replica_urls=urls,
+            deploy_checks=FAST,
+        )
+        assert second.version == "2"
+        assert [served_version(url, main.model_name) for url in urls] == ["2", "2", "2"]
+        client = connect(main)
+        broken = register_broken_version(client, main, "2", "unloadable")
+        with pytest.raises(rollout.DeploymentFailedError, match="rolled back to v2"):
+            promote_flow(
+                version=broken,
+                requested_by="drill",
+                reason="fleet",
+                deploy_target="fleet",
+                replica_urls=urls,
+                deploy_checks=FAST,
+            )
+        assert [served_version(url, main.model_name) for url in urls] == ["2", "2", "2"]
+        rollback = rollout.recent(client, main, limit=1)[0]
+        assert rollback["action"] == "rollback" and rollback["result"] == "passed"
+    finally:
+        for replica in replicas:
+            replica.stop()
