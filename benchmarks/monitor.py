@@ -125,6 +125,7 @@ def run_benchmark(rows: int, per_request: int, baseline: bool = True) -> dict[st
             "monitor_s": seconds,
             "monitor_peak_mb": peak,
             "drifted": report.drifted,
+            "monitor_psi": {d.name: d.psi for d in report.features},
         }
         if baseline:
             scores, base_seconds, base_peak = measure(lambda: load_everything(directory, profile, spec))

@@ -1,14 +1,18 @@
 """From data to a prediction over loopback from a real ``bentoml serve`` process."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from flows.deploy import LocalService, predict, served_version
 from flows.pipeline import training_pipeline
+from flows.traffic import plan_traffic, replay
 from models import datasets
 from models.settings import Settings
+from serving.inference_log import read_records
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +26,9 @@ def service(flow_settings: Settings) -> Iterator[LocalService]:
         local.stop()
 
 
-def test_pipeline_deploys_and_the_real_service_answers(service: LocalService, split: datasets.Split) -> None:
+def test_pipeline_deploys_and_the_real_service_answers(
+    service: LocalService, split: datasets.Split, tmp_path: Path
+) -> None:
     result = training_pipeline()
     assert result.served_url == service.url
     pid = service.pid()
@@ -36,6 +42,14 @@ def test_pipeline_deploys_and_the_real_service_answers(service: LocalService, sp
     assert body["model_version"] == "1"
     assert body["run_id"] == result.run_id
     assert [p["label"] for p in body["predictions"]] == split.y_holdout.head(5).tolist()
+
+    # the traffic generator replays held-out rows and keeps their labels for the monitor
+    labels_path = tmp_path / "labels.csv"
+    planned = plan_traffic(split.holdout, datasets.BREAST_CANCER, 30, [], None)
+    assert replay(service.url, planned, datasets.BREAST_CANCER, labels_path, batch=3) == 10
+    labels = pd.read_csv(labels_path)
+    logged = {r["request_id"] for r in read_records(service.settings.inference_log_dir)}
+    assert len(labels) == 30 and set(labels["request_id"]) <= logged
 
     bad = httpx.post(f"{service.url}/predict", json={"records": [{"mean_radius": 1.0}]}, timeout=5)
     assert bad.status_code == 400
