@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.checks import Replica, check_version
+from flows.checks import DeployChecks, Replica, check_version
 from flows.deploy import LocalService, served_version
 from flows.faults import register_broken_version
 from flows.gate import GateConfig
@@ -80,7 +80,8 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     served = [o["request_id"] for o in outcomes]
     assert all(logged[request_id] == 1 for request_id in served)
     by_route = Counter(r["route"] for r in read_records(settings.inference_log_dir))
-    assert by_route["predict"] == len(served) + 2  # plus one golden check per deploy
+    per_deploy = 1 + DeployChecks().probe_requests  # each deploy's golden check and latency probe
+    assert by_route["predict"] == len(served) + 2 * per_deploy
     assert "swap_failed" in service.log_tail(200) and f"v{broken}" in service.log_tail(200)
 
     # single-row traffic on the batchable route is merged into fewer model calls

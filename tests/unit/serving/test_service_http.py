@@ -263,3 +263,11 @@ def test_every_prediction_is_in_the_inference_log(client: TestClient, champion: 
     assert logged["inputs"]["mean_radius"] == [r["mean_radius"] for r in rows]
     assert logged["outputs"]["label"] == split.y_holdout.head(7).tolist()
     assert len(logged["outputs"]["probabilities"]) == 7 and logged["latency_ms"] > 0
+
+
+def test_cors_is_off_by_default(client: TestClient, record: dict[str, Any]) -> None:
+    origin = {"origin": "https://elsewhere.example"}
+    response = client.post("/predict", json={"records": record}, headers=origin)
+    assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
+    preflight = client.options("/predict", headers={**origin, "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in preflight.headers
