@@ -25,6 +25,7 @@ from models.profile import Drift, LiveProfile
 from serving.inference_log import read_records
 
 LATENCY_SAMPLE = 10_000
+CHUNK_ROWS = 20_000  # memory bound of the stream: this many rows' values at most
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
@@ -51,6 +52,25 @@ class _Window:
     rows: int = 0
     latencies: list[float] = field(default_factory=list)
     labelled: list[tuple[Any, Any, list[float] | None]] = field(default_factory=list)
+
+
+@dataclass
+class _Chunk:
+    """Columns of up to ``CHUNK_ROWS`` rows, so the profiles take them in a few vectorised steps."""
+
+    inputs: dict[str, list[Any]] = field(default_factory=dict)
+    predictions: list[Any] = field(default_factory=list)
+
+    def add(self, inputs: Mapping[str, list[Any]], predictions: list[Any]) -> None:
+        for name, values in inputs.items():
+            self.inputs.setdefault(name, []).extend(values)
+        self.predictions.extend(predictions)
+
+    def flush_into(self, *profiles: LiveProfile) -> None:
+        if self.predictions:
+            for profile in profiles:
+                profile.add_columns(self.inputs, self.predictions)
+        self.inputs, self.predictions = {}, []
 
 
 @dataclass(frozen=True)
@@ -176,22 +196,28 @@ def monitor_window(
     width = max((until - since) / slices, 1e-9)
     window = _Window()
     rng = np.random.default_rng(0)
+    chunks = [_Chunk() for _ in range(slices)]
+    flushed = 0
     for record in read_records(log_dir, since=since, until=until, version=version):
         window.requests += 1
         if "error" in record:
             window.errors += 1
             continue
         _sample(window.latencies, record["latency_ms"], window.requests, rng)
-        part = per_slice[min(slices - 1, int((record["ts"] - since) / width))]
-        predictions = _predictions(record, task)
+        buffer = chunks[min(slices - 1, int((record["ts"] - since) / width))]
+        buffer.add(record["inputs"], _predictions(record, task))
         window.rows += record["rows"]
-        total.add_columns(record["inputs"], predictions)
-        part.add_columns(record["inputs"], predictions)
+        if window.rows - flushed >= CHUNK_ROWS:
+            flushed = window.rows
+            for chunk, part in zip(chunks, per_slice, strict=True):
+                chunk.flush_into(total, part)
         if labelled:
             for row in _rows(record, task):
                 key = (record["request_id"], row["row"])
                 if key in labelled:
                     window.labelled.append((labelled[key], row["prediction"], row["probabilities"]))
+    for chunk, part in zip(chunks, per_slice, strict=True):
+        chunk.flush_into(total, part)
     p50, p99 = _percentiles(window.latencies)
     parts: dict[str, Any] = {
         "rows": window.rows,
