@@ -45,6 +45,18 @@ def _to_jsonable(values: Any) -> Any:
     return values
 
 
+def _stamp(request_id: str, model: str, version: str, route: str) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "request_id": request_id,
+        "ts": now,
+        "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+        "model": model,
+        "version": version,
+        "route": route,
+    }
+
+
 @dataclass
 class InferenceLog:
     """Appends records for one worker process; thread-safe; rotates by size."""
@@ -85,47 +97,27 @@ class InferenceLog:
         outputs: Mapping[str, Any],
         rows: int,
     ) -> None:
-        now = time.time()
-        line = orjson.dumps(
+        self._append(
             {
-                "request_id": request_id,
-                "ts": now,
-                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-                "model": model,
-                "version": version,
+                **_stamp(request_id, model, version, route),
                 "run_id": run_id,
-                "route": route,
                 "rows": rows,
                 "latency_ms": round(latency_ms, 3),
                 "inputs": {k: _to_jsonable(v) for k, v in inputs.items()},
                 "outputs": {k: _to_jsonable(v) for k, v in outputs.items()},
-            },
-            option=_DUMP_OPTIONS,
+            }
         )
-        self._append(line)
 
     def write_error(
         self, *, request_id: str, model: str, version: str, route: str, status: int, error: str
     ) -> None:
         """A refused request: no prediction, but it counts in the error rate the monitor reports."""
-        now = time.time()
-        line = orjson.dumps(
-            {
-                "request_id": request_id,
-                "ts": now,
-                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-                "model": model,
-                "version": version,
-                "route": route,
-                "rows": 0,
-                "status": status,
-                "error": error[:500],
-            },
-            option=_DUMP_OPTIONS,
+        self._append(
+            {**_stamp(request_id, model, version, route), "rows": 0, "status": status, "error": error[:500]}
         )
-        self._append(line)
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, option=_DUMP_OPTIONS)
         with self._lock:
             try:
                 fd = self._fd if self._fd is not None and self._size < self.max_bytes else self._rotate()

@@ -77,6 +77,10 @@ def fitted(split: datasets.Split) -> Pipeline:
     return train.fit(split, "logistic_regression")
 
 
+# The gate's latency check has its own tests; elsewhere a busy machine must not fail a fixture model.
+RELAXED_LATENCY = gate.GateConfig(latency_p99_ms=100)
+
+
 @dataclass(frozen=True)
 class Registered:
     settings: Settings
@@ -118,7 +122,7 @@ def train_and_register(
     )
     champion = evaluate.score_champion(client, settings.model_name, split)
     verdict = gate.evaluate_gate(
-        result.metrics, conversion, conversion.latency, champion, config or gate.GateConfig()
+        result.metrics, conversion, conversion.latency, champion, config or RELAXED_LATENCY
     )
     gate.record_gate(client, settings.model_name, version, verdict)
     if promote_it:

@@ -127,7 +127,7 @@ def test_new_category_on_mixed_data(flow_settings: Settings) -> None:
             data_source="demo:churn",
             dataset="churn",
             recipe="logistic_regression",
-            gate_config=GateConfig(metric_floors={"roc_auc": 0.6}, max_regression={}),
+            gate_config=GateConfig(metric_floors={"roc_auc": 0.6}, max_regression={}, latency_p99_ms=100),
             deploy_target="none",
         ).verdict
         == "champion"

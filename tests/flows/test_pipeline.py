@@ -80,7 +80,9 @@ def test_mixed_type_classification_through_the_pipeline(flow_settings: Settings)
         data_source="demo:churn",
         dataset="churn",
         recipe="hist_gradient_boosting",
-        gate_config=GateConfig(metric_floors={"roc_auc": 0.7}, max_regression={"roc_auc": 0.01}),
+        gate_config=GateConfig(
+            metric_floors={"roc_auc": 0.7}, max_regression={"roc_auc": 0.01}, latency_p99_ms=100
+        ),
         deploy_target="none",
     )
     assert result.verdict == "champion", result.reasons
@@ -90,7 +92,12 @@ def test_mixed_type_classification_through_the_pipeline(flow_settings: Settings)
 
 
 def test_regression_through_the_pipeline_with_its_own_metrics(flow_settings: Settings) -> None:
-    config = GateConfig(metric_floors={"r2": 0.9}, metric_ceilings={"rmse": 60}, max_regression={"rmse": 1.0})
+    config = GateConfig(
+        metric_floors={"r2": 0.9},
+        metric_ceilings={"rmse": 60},
+        max_regression={"rmse": 1.0},
+        latency_p99_ms=100,
+    )
     first = training_pipeline(
         data_source="demo:housing",
         dataset="housing",

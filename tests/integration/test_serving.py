@@ -3,7 +3,6 @@
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,44 +17,32 @@ from flows.pipeline import training_pipeline
 from flows.tracking import connect
 from models import datasets
 from models.registry import CHAMPION
-from models.settings import Settings
 from serving.inference_log import read_records
-from tests.conftest import make_settings, settings_env
+from tests.conftest import make_settings
+from tests.integration.conftest import use
 from tests.integration.load import finish_load, start_load
 
 pytestmark = pytest.mark.integration
 
 # these tests swap between recipes, better or not; the load shares the two cores with the gate's timing
 ANY_CHAMPION = GateConfig(max_regression={}, latency_p99_ms=50)
-
-
-def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for key, value in settings_env(settings).items():
-        monkeypatch.setenv(key, value)
-    return settings
-
-
-@pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None) -> Iterator[LocalService]:
-    local = LocalService(use(make_settings(tmp_path / "state", serve_workers=2), monkeypatch))
-    try:
-        yield local
-    finally:
-        local.stop()
+UNDER_LOAD = DeployChecks(probe_requests=50, latency_p99_ms=1000, bake_s=2, bake_p99_ms=2000)
 
 
 def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     service: LocalService, split: datasets.Split, tmp_path: Path
 ) -> None:
     settings = service.settings
-    first = training_pipeline(gate_config=ANY_CHAMPION)
+    first = training_pipeline(gate_config=ANY_CHAMPION, deploy_checks=UNDER_LOAD)
     assert first.served_url == service.url
     record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
     out = tmp_path / "load.jsonl"
     load = start_load(f"{service.url}/predict", {"records": [record]}, out, seconds=25)
     time.sleep(4)
 
-    second = training_pipeline(recipe="hist_gradient_boosting", gate_config=ANY_CHAMPION)
+    second = training_pipeline(
+        recipe="hist_gradient_boosting", gate_config=ANY_CHAMPION, deploy_checks=UNDER_LOAD
+    )
     assert second.served_url == service.url and second.version == "2"
     client = connect(settings)
     broken = register_broken_version(client, settings, "2", "unloadable")
@@ -80,7 +67,7 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     served = [o["request_id"] for o in outcomes]
     assert all(logged[request_id] == 1 for request_id in served)
     by_route = Counter(r["route"] for r in read_records(settings.inference_log_dir))
-    per_deploy = 1 + DeployChecks().probe_requests  # each deploy's golden check and latency probe
+    per_deploy = 1 + UNDER_LOAD.probe_requests  # each deploy's golden check and latency probe
     assert by_route["predict"] == len(served) + 2 * per_deploy
     assert "swap_failed" in service.log_tail(200) and f"v{broken}" in service.log_tail(200)
 

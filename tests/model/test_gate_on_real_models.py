@@ -18,7 +18,7 @@ from models.metrics import evaluate as evaluate_metrics
 from models.registry import CHAMPION, Tag
 from tests.conftest import Registered, make_settings, train_and_register
 
-NO_FLOORS = gate.GateConfig(metric_floors={})
+NO_FLOORS = gate.GateConfig(metric_floors={}, latency_p99_ms=100)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,11 @@ def test_loads_the_champion_and_swaps_when_the_alias_moves(
 
     settings = registry.settings
     second = train_and_register(
-        settings, split, "random_forest", promote_it=True, config=GateConfig(max_regression={})
+        settings,
+        split,
+        "random_forest",
+        promote_it=True,
+        config=GateConfig(max_regression={}, latency_p99_ms=100),
     )
     old = follow.current
     assert follow.check()
