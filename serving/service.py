@@ -319,7 +319,9 @@ class ModelService:
         provenance = {"model_version": model.ref.version, "run_id": model.ref.run_id, "request_id": batch_id}
         return [{**p, **provenance, "row": i} for i, p in enumerate(model.predictions(outputs))]
 
-    @api.api_route("/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    @api.api_route(
+        "/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False
+    )
     async def unknown_route(self, path: str) -> Response:
         return json_response({"error": f"path: /v2/{path} is not an Open Inference Protocol route"}, 404)
 
