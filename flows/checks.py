@@ -136,12 +136,12 @@ def check_golden(replica: Replica, golden: dict[str, Any], version: str, toleran
 
 def check_latency(replica: Replica, records: list[dict[str, Any]], checks: DeployChecks) -> CheckResult:
     """A short closed-loop probe of single-row requests; p99 end to end."""
-    per_worker = math.ceil(checks.probe_requests / checks.probe_concurrency)
+    share, extra = divmod(checks.probe_requests, checks.probe_concurrency)
 
     def worker(offset: int) -> tuple[list[float], int]:
         timings, failures = [], 0
         with replica.client() as client:
-            for i in range(per_worker):
+            for i in range(share + (offset < extra)):  # exactly probe_requests in all
                 started = time.perf_counter()
                 response = client.post("/predict", json={"records": [records[(offset + i) % len(records)]]})
                 timings.append((time.perf_counter() - started) * 1000)
