@@ -47,13 +47,6 @@ def _categorical_profile(values: Iterable[Any]) -> dict[str, Any]:
     return {"kind": "categorical", "proportions": {k: v / total for k, v in sorted(counts.items())}}
 
 
-def prediction_values(outputs: Mapping[str, Any], task: str) -> tuple[str, Any]:
-    """The prediction a profile tracks: the label (classification) or the value (regression)."""
-    if task == "classification":
-        return "categorical", outputs["label"]
-    return "numeric", outputs[next(iter(outputs))]
-
-
 def build_profile(
     frame: pd.DataFrame, spec: DatasetSpec, predictions: np.ndarray, seed: int = 0
 ) -> dict[str, Any]:

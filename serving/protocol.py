@@ -6,7 +6,6 @@ Every problem with a request raises ``InputError`` naming the field and what was
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,7 +157,3 @@ def output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
         "shape": list(array.shape),
         "data": data.tolist() if datatype == "BYTES" else data,
     }
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, AllowInfNan
 
-from models.features import InputError
+from models.features import ONNX_TO_DATATYPE, InputError
 from models.settings import Settings
 from serving import metrics
 from serving.follower import Follower
@@ -94,8 +94,6 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
 
 
 def _datatype(onnx_type: str) -> str:
-    from models.features import ONNX_TO_DATATYPE
-
     return ONNX_TO_DATATYPE.get(onnx_type, onnx_type)
 
 
