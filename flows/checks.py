@@ -14,6 +14,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.http import PROBE_HEADER
+
 
 class DeployChecks(BaseModel):
     """Thresholds of the post-deploy checks (flow parameters; defaults in prefect.yaml)."""
@@ -56,7 +58,9 @@ class Replica:
     verify: bool | str = True
 
     def client(self, timeout_s: float = 10.0) -> httpx.Client:
-        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = {PROBE_HEADER: "1"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
         return httpx.Client(base_url=self.url, headers=headers, verify=self.verify, timeout=timeout_s)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``mlops demo | run | promote | deploy | rollback | monitor | traffic | fault | status``."""
+"""Command line: ``mlops demo | stack | run | promote | deploy | rollback | monitor | status`` and more."""
 
 from __future__ import annotations
 
@@ -83,11 +83,50 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(settings: Settings) -> int:
+    """Start the local stack in the foreground; Ctrl-C or SIGTERM stops all of it."""
+    import signal
+    import threading
+
+    from flows.stack import Stack, StackError, prefect_env, run_pipeline_deployment, stack_settings
+
+    os.environ.update(prefect_env(stack_settings(settings)))  # before Prefect is imported
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    stack = Stack(settings, out=say)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    started = time.monotonic()
+    try:
+        stack.start(pipeline=lambda: run_pipeline_deployment(say))
+        if stop.is_set():
+            return 130
+        print(f"\n» the stack is up in {time.monotonic() - started:.0f}s:\n{stack.describe()}", flush=True)
+        print("» Ctrl-C stops every process; the state stays for the next start", flush=True)
+        died = stack.wait(stop)
+        if died is not None:
+            print(f"» {died} exited on its own; stopping the rest (logs in {stack.settings.state_path}/logs)")
+    except StackError as exc:
+        print(f"» the stack did not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("» stopping ...", flush=True)
+        stack.stop()
+        print("» stopped", flush=True)
+    return 1 if died is not None else 0
+
+
 def _stop(settings: Settings) -> int:
     from flows.deploy import LocalService
+    from flows.stack import stop_leftovers
 
     stopped = LocalService(settings).stop()
     print("service stopped" if stopped else "no service was running")
+    if leftovers := stop_leftovers(settings):
+        print(f"stopped {len(leftovers)} processes of a stack that was not stopped with Ctrl-C")
     return 0
 
 
@@ -198,6 +237,10 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mlops", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="train, gate, promote and serve the demo model; print a prediction")
+    commands.add_parser(
+        "stack",
+        help="Prefect and MLflow servers with UIs, a worker, the deployments, the service (Ctrl-C stops)",
+    )
     run = commands.add_parser("run", help="run the training pipeline once")
     run.add_argument("--dataset", default="breast_cancer", help="dataset spec (models/datasets.py)")
     run.add_argument("--data-source", help="CSV/Parquet path; default: the bundled demo:<dataset>")
@@ -247,6 +290,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
+    if args.command == "stack":
+        return _stack(settings)
     use_state_dir_for_prefect(settings)
     if args.command == "demo":
         return _demo(settings)

@@ -199,6 +199,8 @@ def monitor_window(
     chunks = [_Chunk() for _ in range(slices)]
     flushed = 0
     for record in read_records(log_dir, since=since, until=until, version=version):
+        if record.get("probe"):
+            continue  # the deploy checks' requests, not consumers'
         window.requests += 1
         if "error" in record:
             window.errors += 1

@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     )
     tls_certfile: Path | None = Field(default=None, description="Serve HTTPS with this certificate ...")
     tls_keyfile: Path | None = Field(default=None, description="... and this private key.")
+    # The local stack (`mlops stack`): the servers it starts, and the databases behind them.
+    prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect server and UI.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow tracking server and UI.")
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        description="Database behind the stack's MLflow server (postgresql://...); SQLite if unset.",
+    )
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="Database behind the stack's Prefect server (postgresql+asyncpg://...); SQLite if unset.",
+    )
 
     @property
     def state_path(self) -> Path:
@@ -56,6 +67,28 @@ class Settings(BaseSettings):
     @property
     def inference_log_dir(self) -> Path:
         return self.state_path / "inference-log"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.serve_host}:{self.mlflow_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.serve_host}:{self.prefect_port}/api"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the ``MLOPS_`` variables another process (a worker, a server) reads."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"MLOPS_{name.upper()}"] = str(value)
+        env["MLOPS_STATE_DIR"] = str(self.state_path)
+        env["MLOPS_TRACKING_URI"] = self.resolved_tracking_uri
+        return env
 
     @property
     def serve_url(self) -> str:

@@ -96,17 +96,19 @@ class InferenceLog:
         inputs: Mapping[str, Any],
         outputs: Mapping[str, Any],
         rows: int,
+        probe: bool = False,
     ) -> None:
-        self._append(
-            {
-                **_stamp(request_id, model, version, route),
-                "run_id": run_id,
-                "rows": rows,
-                "latency_ms": round(latency_ms, 3),
-                "inputs": {k: _to_jsonable(v) for k, v in inputs.items()},
-                "outputs": {k: _to_jsonable(v) for k, v in outputs.items()},
-            }
-        )
+        record = {
+            **_stamp(request_id, model, version, route),
+            "run_id": run_id,
+            "rows": rows,
+            "latency_ms": round(latency_ms, 3),
+            "inputs": {k: _to_jsonable(v) for k, v in inputs.items()},
+            "outputs": {k: _to_jsonable(v) for k, v in outputs.items()},
+        }
+        if probe:  # the deploy checks' own requests: logged like any, left out of the monitor's window
+            record["probe"] = True
+        self._append(record)
 
     def write_error(
         self, *, request_id: str, model: str, version: str, route: str, status: int, error: str

@@ -30,7 +30,7 @@ from models.features import ONNX_TO_DATATYPE, InputError
 from models.settings import Settings
 from serving import metrics
 from serving.follower import Follower
-from serving.http import ApiKeyMiddleware, BodyLimitMiddleware
+from serving.http import PROBE_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
 from serving.inference_log import InferenceLog, InferenceLogError
 from serving.model import LoadedModel
 from serving.protocol import output_tensor, parse_infer_request
@@ -95,6 +95,10 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
 
 def _datatype(onnx_type: str) -> str:
     return ONNX_TO_DATATYPE.get(onnx_type, onnx_type)
+
+
+def is_probe(request: Request) -> bool:
+    return request.headers.get(PROBE_HEADER) == "1"
 
 
 async def _json_body(request: Request) -> Any:
@@ -172,6 +176,7 @@ class ModelService:
         feeds: Any,
         outputs: Any,
         rows: int,
+        probe: bool = False,
     ) -> bool:
         latency_ms = (time.perf_counter() - started) * 1000
         metrics.observe(route, model.ref.version, latency_ms / 1000)
@@ -186,6 +191,7 @@ class ModelService:
                 inputs=feeds,
                 outputs=dict(zip(model.output_names, outputs, strict=True)),
                 rows=rows,
+                probe=probe,
             )
         except InferenceLogError:
             # Policy: the prediction is still served; the failure is counted (metric and header) so
@@ -254,7 +260,9 @@ class ModelService:
             raise ApiError(400, f"outputs: unknown {unknown}; expected some of {list(model.output_names)}")
         outputs = model.run(parsed.feeds)
         request_id = uuid.uuid4().hex
-        logged = self._record(model, "infer", request_id, started, parsed.feeds, outputs, parsed.rows)
+        logged = self._record(
+            model, "infer", request_id, started, parsed.feeds, outputs, parsed.rows, is_probe(request)
+        )
         wanted = parsed.outputs or model.output_names
         body_out: dict[str, Any] = {
             "model_name": model.ref.name,
@@ -290,7 +298,9 @@ class ModelService:
             raise ApiError(400, str(exc)) from None
         outputs = model.run(feeds)
         request_id = uuid.uuid4().hex
-        logged = self._record(model, "predict", request_id, started, feeds, outputs, len(rows))
+        logged = self._record(
+            model, "predict", request_id, started, feeds, outputs, len(rows), is_probe(request)
+        )
         return json_response(
             {
                 "request_id": request_id,

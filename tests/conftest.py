@@ -46,20 +46,7 @@ def make_settings(state_dir: Path, **overrides: Any) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The same settings as the environment variables a flow or a serving process reads."""
-    env = {
-        "MLOPS_STATE_DIR": str(settings.state_path),
-        "MLOPS_TRACKING_URI": settings.resolved_tracking_uri,
-        "MLOPS_MODEL_NAME": settings.model_name,
-        "MLOPS_SERVE_PORT": str(settings.serve_port),
-        "MLOPS_SERVE_WORKERS": str(settings.serve_workers),
-        "MLOPS_SWAP_POLL_S": str(settings.swap_poll_s),
-    }
-    if settings.api_key is not None:
-        env["MLOPS_API_KEY"] = settings.api_key.get_secret_value()
-    if settings.tls_certfile and settings.tls_keyfile:
-        env["MLOPS_TLS_CERTFILE"] = str(settings.tls_certfile)
-        env["MLOPS_TLS_KEYFILE"] = str(settings.tls_keyfile)
-    return env
+    return settings.to_env()
 
 
 @pytest.fixture(scope="session")

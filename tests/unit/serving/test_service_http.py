@@ -271,3 +271,20 @@ def test_cors_is_off_by_default(client: TestClient, record: dict[str, Any]) -> N
     assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
     preflight = client.options("/predict", headers={**origin, "access-control-request-method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_the_deploy_checks_requests_are_logged_and_marked(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    from serving.http import PROBE_HEADER
+
+    probe = client.post("/predict", json={"records": record}, headers={PROBE_HEADER: "1"}).json()
+    body = infer_body([record], request_id=None)
+    probe_infer = client.post(
+        f"/v2/models/{champion.settings.model_name}/infer", json=body, headers={PROBE_HEADER: "1"}
+    )
+    consumer = client.post("/predict", json={"records": record}).json()
+    records = {r["request_id"]: r for r in read_records(champion.settings.inference_log_dir)}
+    assert records[probe["request_id"]]["probe"] is True
+    assert records[probe_infer.json()["parameters"]["request_id"]]["probe"] is True
+    assert "probe" not in records[consumer["request_id"]]

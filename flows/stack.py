@@ -1,0 +1,444 @@
+"""The local stack: MLflow and Prefect servers with their UIs, a worker, the deployments, the service.
+
+``mlops stack`` starts everything on loopback, runs the training pipeline once through its deployment when
+no model is champion yet, prints every URL and stays in the foreground; Ctrl-C (or SIGTERM) stops every
+process it started. All state (both servers' databases, artifacts, logs) lives in the state folder, so a
+second start picks up where the first stopped. The databases are SQLite unless the settings name others
+(``MLOPS_MLFLOW_BACKEND_STORE_URI``, ``MLOPS_PREFECT_DATABASE_URL``: PostgreSQL to scale out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from flows.tracking import PROJECT_ROOT
+from models.settings import Settings
+
+WORK_POOL = "mlops-process"
+PIPELINE_DEPLOYMENT = "training-pipeline/training-pipeline"
+BROWSER = {"Accept": "text/html"}  # the UIs answer page routes to browsers only
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message names it and quotes its log."""
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def stack_settings(settings: Settings) -> Settings:
+    """The settings every process of the stack shares: flows and the service talk to the MLflow server."""
+    return settings.model_copy(update={"tracking_uri": settings.mlflow_url})
+
+
+def pids_file(settings: Settings) -> Path:
+    return settings.state_path / "stack.pids"
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    """What a Prefect client, server or worker of this stack reads."""
+    home = settings.state_path / "prefect"
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": settings.prefect_api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        "PREFECT_CLI_COLORS": "false",
+    }
+    if settings.prefect_database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
+    return env
+
+
+@dataclass(frozen=True)
+class Component:
+    """One long-running process of the stack and how to tell it is ready."""
+
+    name: str
+    command: list[str]
+    ready_url: str | None
+    log_file: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def components(settings: Settings) -> dict[str, Component]:
+    state = settings.state_path
+    logs = state / "logs"
+    backend = settings.mlflow_backend_store_uri or f"sqlite:///{state / 'mlflow.db'}"
+    host = settings.serve_host
+    child_env = {**settings.to_env(), **prefect_env(settings)}
+    return {
+        "mlflow": Component(
+            name="MLflow server",
+            command=[
+                _bin("mlflow"),
+                "server",
+                "--host",
+                host,
+                "--port",
+                str(settings.mlflow_port),
+                "--backend-store-uri",
+                backend,
+                "--default-artifact-root",
+                settings.resolved_artifact_uri,
+                "--no-serve-artifacts",
+                "--workers",
+                "1",
+            ],
+            ready_url=f"{settings.mlflow_url}/health",
+            log_file=logs / "mlflow-server.log",
+        ),
+        "prefect": Component(
+            name="Prefect server",
+            command=[
+                _bin("prefect"),
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(settings.prefect_port),
+            ],
+            ready_url=f"{settings.prefect_api_url}/health",
+            log_file=logs / "prefect-server.log",
+            env=child_env,
+        ),
+        "worker": Component(
+            name="Prefect worker",
+            command=[
+                _bin("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                WORK_POOL,
+                "--type",
+                "process",
+                "--name",
+                f"mlops-{host}-{settings.prefect_port}",
+            ],
+            ready_url=None,
+            log_file=logs / "prefect-worker.log",
+            env=child_env,
+        ),
+    }
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class Supervisor:
+    """Starts processes in their own sessions, remembers them on disk, and stops them all."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, key: str, component: Component) -> None:
+        component.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with component.log_file.open("ab") as log:
+            self.processes[key] = subprocess.Popen(
+                component.command,
+                cwd=PROJECT_ROOT,
+                env={**os.environ, **component.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._remember()
+
+    def _remember(self) -> None:
+        pids = {key: process.pid for key, process in self.processes.items()}
+        pids_file(self.settings).write_text(json.dumps(pids))
+
+    def exited(self) -> list[str]:
+        return [key for key, process in self.processes.items() if process.poll() is not None]
+
+    def stop(self, out: Callable[[str], None], timeout_s: float = 20.0) -> None:
+        """Stop in reverse start order: SIGTERM to each process group, SIGKILL what outlives the timeout."""
+        for key in reversed(list(self.processes)):
+            began = time.monotonic()
+            stop_group(self.processes[key].pid, timeout_s, self.processes[key].poll)
+            out(f"  {key} stopped in {time.monotonic() - began:.1f}s")
+        self.processes.clear()
+        pids_file(self.settings).unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(pid: int, timeout_s: float, poll: Callable[[], int | None] | None = None) -> None:
+    def alive() -> bool:
+        return poll() is None if poll is not None else _pid_alive(pid)
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # whatever is left of the group, leader gone or not
+
+
+def stop_leftovers(settings: Settings) -> list[int]:
+    """Stop the processes of a stack that did not stop itself (killed, or the machine's session ended)."""
+    try:
+        pids: dict[str, int] = json.loads(pids_file(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    alive = [pid for pid in pids.values() if _pid_alive(pid)]
+    for pid in alive:
+        stop_group(pid, timeout_s=10.0)
+    pids_file(settings).unlink(missing_ok=True)
+    return alive
+
+
+def wait_http(url: str, timeout_s: float, supervisor: Supervisor, key: str, component: Component) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if key in supervisor.exited():
+            raise StackError(f"{component.name} exited during start-up:\n{log_tail(component.log_file)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise StackError(f"{component.name} not ready after {timeout_s:.0f}s:\n{log_tail(component.log_file)}")
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def deployment_names(path: Path = PROJECT_ROOT / "prefect.yaml") -> list[str]:
+    import yaml
+
+    return [str(entry["name"]) for entry in yaml.safe_load(path.read_text())["deployments"]]
+
+
+def deployment_digest() -> str:
+    """What the applied deployments derive from: prefect.yaml and the flows' code (their signatures)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in [PROJECT_ROOT / "prefect.yaml", *sorted((PROJECT_ROOT / "flows").glob("*.py"))]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_cli(command: list[str], env: Mapping[str, str], log_file: Path, what: str) -> None:
+    """A one-shot Prefect CLI step (work pool, deployments); its output goes to the log."""
+    with log_file.open("ab") as log:
+        done = subprocess.run(
+            command, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise StackError(f"{what} failed (exit {done.returncode}):\n{log_tail(log_file)}")
+
+
+@dataclass
+class Progress:
+    """One line per step on the terminal: what is happening, then how long it took."""
+
+    total: int
+    out: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+    step: int = 0
+
+    @contextlib.contextmanager
+    def __call__(self, what: str) -> Iterator[None]:
+        self.step += 1
+        began = time.monotonic()
+        self.out(f"» [{self.step}/{self.total}] {what} ...")
+        yield
+        self.out(f"  done in {time.monotonic() - began:.1f}s")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def urls(settings: Settings) -> dict[str, str]:
+    prefect_ui = settings.prefect_api_url.removesuffix("/api")
+    return {
+        "Prefect UI": prefect_ui,
+        "deployments": f"{prefect_ui}/deployments",
+        "MLflow UI": settings.mlflow_url,
+        "model registry": f"{settings.mlflow_url}/#/models/{settings.model_name}",
+        "serving": settings.serve_url,
+        "OpenAPI": f"{settings.serve_url}/openapi.json",
+    }
+
+
+class Stack:
+    """Start, report and stop the local stack."""
+
+    def __init__(self, settings: Settings, out: Callable[[str], None] = print) -> None:
+        self.settings = stack_settings(settings)
+        self.out = out
+        self.supervisor = Supervisor(self.settings)
+        self.components = components(self.settings)
+
+    def check_ports(self) -> None:
+        s = self.settings
+        for name, port in (("Prefect", s.prefect_port), ("MLflow", s.mlflow_port), ("serving", s.serve_port)):
+            if port_in_use(s.serve_host, port):
+                raise StackError(
+                    f"port {port} ({name}) is already in use on {s.serve_host}: another stack or server "
+                    f"is running (stop it with `mlops stop`), or set MLOPS_{name.upper()}_PORT"
+                )
+
+    def start(self, pipeline: Callable[[], str]) -> None:
+        """Everything up, a model served; ``pipeline`` runs the training deployment and says how it ended."""
+        from flows.deploy import LocalService, ensure_running
+
+        stop_leftovers(self.settings)
+        self.check_ports()
+        self.settings.state_path.mkdir(parents=True, exist_ok=True)
+        progress = Progress(total=5, out=self.out)
+        mlflow, prefect = self.components["mlflow"], self.components["prefect"]
+        with progress("MLflow tracking server and Prefect server"):
+            self.supervisor.start("mlflow", mlflow)
+            self.supervisor.start("prefect", prefect)
+            assert mlflow.ready_url and prefect.ready_url
+            wait_http(prefect.ready_url, 180, self.supervisor, "prefect", prefect)
+            wait_http(mlflow.ready_url, 120, self.supervisor, "mlflow", mlflow)
+        with progress(f"work pool {WORK_POOL} and the deployments of prefect.yaml"):
+            self.apply_deployments()
+        with progress("Prefect worker on the work pool"):
+            self.supervisor.start("worker", self.components["worker"])
+            self.wait_worker(timeout_s=60)
+        service = LocalService(self.settings)
+        if self.has_champion():
+            with progress("serving the champion (state from an earlier start)"):
+                ensure_running(service)
+        else:
+            with progress(f"first model: a run of {PIPELINE_DEPLOYMENT} on the worker"):
+                self.out(f"  {pipeline()}")
+            if service.pid() is None:
+                raise StackError(
+                    f"the first pipeline run served nothing; see {self.settings.state_path}/logs"
+                )
+        with progress("checking every URL answers"):
+            for name, url in urls(self.settings).items():
+                if name not in {"model registry"}:
+                    httpx.get(url, timeout=10, headers=BROWSER, follow_redirects=True).raise_for_status()
+
+    def apply_deployments(self) -> None:
+        """``prefect deploy --all`` (about 15 s), skipped when the server has this prefect.yaml applied."""
+        api, env = self.settings.prefect_api_url, {**self.components["prefect"].env}
+        log = self.settings.state_path / "logs" / "prefect-deploy.log"
+        if httpx.get(f"{api}/work_pools/{WORK_POOL}", timeout=10).status_code == 404:
+            pool = [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"]
+            run_cli(pool, env, log, "creating the work pool")
+        stamp, digest = self.settings.state_path / "prefect-deploy.digest", deployment_digest()
+        names = deployment_names()
+        found = httpx.post(
+            f"{api}/deployments/filter", json={"deployments": {"name": {"any_": names}}}, timeout=10
+        ).json()
+        if stamp.exists() and stamp.read_text() == digest and len(found) == len(names):
+            return
+        run_cli([_bin("prefect"), "--no-prompt", "deploy", "--all"], env, log, "prefect deploy --all")
+        stamp.write_text(digest)
+
+    def has_champion(self) -> bool:
+        from flows.tracking import alias_version, connect
+        from models.registry import CHAMPION
+
+        client = connect(self.settings)
+        return alias_version(client, self.settings.model_name, CHAMPION) is not None
+
+    def wait_worker(self, timeout_s: float) -> None:
+        """Ready when the server has a heartbeat from this worker since it started."""
+        worker, since = self.components["worker"], datetime.now(UTC)
+        deadline = time.monotonic() + timeout_s
+        url = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter"
+        while time.monotonic() < deadline:
+            if "worker" in self.supervisor.exited():
+                raise StackError(f"the worker exited:\n{log_tail(worker.log_file)}")
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                for seen in httpx.post(url, json={}, timeout=2).json():
+                    beat = seen.get("last_heartbeat_time")
+                    if seen["name"] == worker.command[-1] and beat and datetime.fromisoformat(beat) >= since:
+                        return
+            time.sleep(0.5)
+        raise StackError(f"the worker did not report in {timeout_s:.0f}s:\n{log_tail(worker.log_file)}")
+
+    def describe(self) -> str:
+        width = max(len(name) for name in urls(self.settings))
+        lines = [f"  {name:<{width}}  {url}" for name, url in urls(self.settings).items()]
+        lines.append(f"  {'state':<{width}}  {self.settings.state_path} (logs in logs/)")
+        return "\n".join(lines)
+
+    def wait(self, stop: threading.Event) -> str | None:
+        """Until ``stop`` is set; returns the name of a component that died on its own, if one did."""
+        while not stop.wait(1.0):
+            if exited := self.supervisor.exited():
+                return self.components[exited[0]].name
+        return None
+
+    def stop(self) -> None:
+        from flows.deploy import LocalService
+
+        began = time.monotonic()
+        if LocalService(self.settings).stop():
+            self.out(f"  service stopped in {time.monotonic() - began:.1f}s")
+        self.supervisor.stop(self.out)
+
+
+def run_pipeline_deployment(out: Callable[[str], None], timeout_s: float = 600) -> str:
+    """A run of the training deployment on the worker, its stage log lines echoed as they arrive."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    async def run() -> str:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(PIPELINE_DEPLOYMENT)
+            flow_run = await client.create_flow_run_from_deployment(deployment.id, tags=["mlops-stack"])
+            deadline, seen = time.monotonic() + timeout_s, 0
+            while time.monotonic() < deadline:
+                logs = await client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])), offset=seen
+                )
+                seen += len(logs)
+                for entry in logs:
+                    if "stage=" in entry.message:
+                        out(f"  {entry.message[entry.message.index('stage=') :]}")
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+                )
+                state = runs[0].state
+                if state is not None and state.is_final() and not logs:  # its last lines are in
+                    return f"flow run {runs[0].name}: {state.name}"
+                await asyncio.sleep(1.0)
+            return f"flow run {flow_run.name}: not finished after {timeout_s:.0f}s"
+
+    return asyncio.run(run())
