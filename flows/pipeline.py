@@ -82,7 +82,9 @@ def train_model(
     split: datasets.Split, recipe: str, source: str, data_digest: str, validation: str, settings: Settings
 ) -> tuple[train.TrainResult, Pipeline]:
     client = connect(settings)
+    began = time.perf_counter()
     pipeline = train.fit(split, recipe)
+    fit_seconds = time.perf_counter() - began
     result = train.track_training(
         pipeline,
         split,
@@ -92,8 +94,9 @@ def train_model(
         data_digest=data_digest,
         validation=validation,
         git_commit=git_commit(),
+        fit_seconds=fit_seconds,
     )
-    _log("train", "recipe=%s run=%s metrics=%s", recipe, result.run_id, result.metrics)
+    _log("train", "recipe=%s run=%s fit=%.2fs metrics=%s", recipe, result.run_id, fit_seconds, result.metrics)
     return result, pipeline
 
 

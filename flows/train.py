@@ -57,6 +57,7 @@ def track_training(
     data_digest: str,
     validation: str,
     git_commit: str,
+    fit_seconds: float | None = None,
 ) -> TrainResult:
     """Log params, metrics, the dataset, provenance and the model with its signature in one run."""
     spec = split.spec
@@ -92,6 +93,8 @@ def track_training(
             )
             mlflow.log_input(dataset, context=context)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        if fit_seconds is not None:
+            mlflow.log_metric("fit_seconds", fit_seconds)
         example = split.x_holdout.head(3)
         output = (
             pipeline.predict_proba(example) if spec.task == "classification" else pipeline.predict(example)

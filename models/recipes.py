@@ -57,6 +57,12 @@ RECIPES: dict[str, Recipe] = {
             scale_numeric=False,
         ),
         Recipe(
+            "hist_gradient_boosting_scaled",
+            "classification",
+            lambda: HistGradientBoostingClassifier(max_iter=100, random_state=0),
+            "Gradient boosting after a StandardScaler: the serving benchmark's reference model.",
+        ),
+        Recipe(
             "weak_logistic_regression",
             "classification",
             lambda: LogisticRegression(max_iter=2000, C=1e-6),

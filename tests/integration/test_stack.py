@@ -110,9 +110,10 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(stack_settings: Setti
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
-            page.goto(f"{stack.ui}/deployments/deployment/{stack.deployment_id('promote')}")
-            page.get_by_text("Promote a named version to champion by hand").first.wait_for(timeout=60_000)
-            assert page.get_by_text("promote", exact=True).first.is_visible()
+            page.goto(f"{stack.ui}/deployments/deployment/{stack.deployment_id('promote')}?tab=Parameters")
+            page.get_by_text("requested_by", exact=True).first.wait_for(timeout=60_000)
+            assert page.get_by_text("promote", exact=True).first.is_visible()  # the deployment's name
+            assert page.get_by_text("mlops-process", exact=True).first.is_visible()  # its work pool
             shoot(page, "prefect-deployment-promote")
 
             page.goto(f"{stack.ui}/runs/flow-run/{reviewed}")

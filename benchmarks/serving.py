@@ -1,0 +1,353 @@
+"""Serving benchmark: our BentoML service against what users would pick instead, in one run.
+
+    uv run python -m benchmarks.serving                 # full run, about 6 minutes
+    uv run python -m benchmarks.serving --seconds 2     # a short run (the test suite's)
+
+Trains the reference model (breast-cancer data, StandardScaler + HistGradientBoostingClassifier(max_iter=100,
+random_state=0)) through the real pipeline into a throwaway MLflow store, then starts one server after
+another on 127.0.0.1 and loads each with wrk (closed loop, single-row requests at 1, 8 and 32 connections,
+then one 1,000-row request): our service as shipped (ONNX, provenance, inference log on), FastAPI +
+``joblib.load`` + ``model.predict``, and ``mlflow models serve``; plus onnxruntime in process, the limit the
+HTTP path is compared to. Prints a Markdown table with ratios against the FastAPI baseline, each from the
+same run, and writes it to ``benchmarks/results/serving.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks import wrk
+
+RESULTS = Path(__file__).parent / "results"
+RECIPE = "hist_gradient_boosting_scaled"
+CONNECTIONS = (1, 8, 32)
+BATCH_ROWS = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    children = subprocess.run(
+        ["ps", "-o", "pid=,ppid=,rss=", "-A"], capture_output=True, text=True, check=True
+    ).stdout
+    table = [tuple(int(x) for x in line.split()) for line in children.splitlines() if line.strip()]
+    wanted, total = {pid}, 0
+    changed = True
+    while changed:
+        changed = False
+        for child, parent, _ in table:
+            if parent in wanted and child not in wanted:
+                wanted.add(child)
+                changed = True
+    total = sum(rss for child, _, rss in table if child in wanted)
+    return total / 1024
+
+
+@dataclass
+class Server:
+    """One HTTP server under test: how to start it, where to send, what to send."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    ready_url: str
+    url: str
+    single_body: bytes
+    batch_body: bytes
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def started(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    began = time.perf_counter()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            server.command,
+            env={**os.environ, **server.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{server.name} exited; see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.ready_url, timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name} not ready after 180 s; see {log}")
+            time.sleep(0.05)
+        server.results["cold_start_s"] = time.perf_counter() - began
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def measure_server(server: Server, seconds: float, workdir: Path) -> None:
+    log = workdir / f"{server.name.replace(' ', '-')}.log"
+    single, batch = workdir / "single.json", workdir / "batch.json"
+    single.write_bytes(server.single_body)
+    batch.write_bytes(server.batch_body)
+    with started(server, log) as process:
+        check = httpx.post(
+            server.url, content=server.single_body, headers={"content-type": "application/json"}
+        )
+        check.raise_for_status()
+        time.sleep(1.0)
+        server.results["idle_rss_mib"] = tree_rss_mib(process.pid)
+        wrk.run(server.url, single, 8, min(seconds, 3), workdir)  # warm-up
+        for connections in CONNECTIONS:
+            server.results[f"c{connections}"] = wrk.run(server.url, single, connections, seconds, workdir)
+        server.results["loaded_rss_mib"] = tree_rss_mib(process.pid)
+        timings = []
+        with httpx.Client(timeout=60) as client:
+            for _ in range(10):
+                tick = time.perf_counter()
+                response = client.post(
+                    server.url, content=server.batch_body, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+                timings.append(time.perf_counter() - tick)
+        server.results["batch_rows_per_s"] = BATCH_ROWS / statistics.median(timings)
+
+
+def in_process(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
+    from models.runtime import make_session
+
+    session = make_session(onnx_path)
+    rows = len(next(iter(feeds.values())))
+    singles = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(rows)]
+    timings: list[float] = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        tick = time.perf_counter()
+        session.run(None, singles[i % rows])
+        timings.append(time.perf_counter() - tick)
+        i += 1
+    batch = {k: np.resize(v, (BATCH_ROWS, *v.shape[1:])) for k, v in feeds.items()}
+    batch_timings = []
+    for _ in range(20):
+        tick = time.perf_counter()
+        session.run(None, batch)
+        batch_timings.append(time.perf_counter() - tick)
+    p50, p99 = np.percentile(np.array(timings) * 1000, [50, 99])
+    return {
+        "calls_per_s": len(timings) / sum(timings),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "batch_rows_per_s": BATCH_ROWS / statistics.median(batch_timings),
+    }
+
+
+def train_reference(state: Path) -> tuple[Any, str]:
+    """The reference model through the real pipeline (no deploy); returns settings and its version."""
+    os.environ["MLOPS_STATE_DIR"] = str(state)
+    from flows.cli import use_state_dir_for_prefect
+    from models.settings import Settings
+
+    settings = Settings()
+    use_state_dir_for_prefect(settings)
+    from flows.gate import GateConfig
+    from flows.pipeline import training_pipeline
+
+    result = training_pipeline(
+        recipe=RECIPE, deploy_target="none", gate_config=GateConfig(latency_p99_ms=100)
+    )
+    if result.verdict != "champion" or result.version is None:
+        raise RuntimeError(f"the reference model did not become champion: {result}")
+    return settings, result.version
+
+
+def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], Path, dict[str, np.ndarray]]:
+    import joblib
+    import mlflow.sklearn
+
+    from flows.deploy import LocalService
+    from flows.tracking import connect
+    from models import datasets
+    from serving.model import load_alias
+
+    connect(settings)  # points mlflow at the store for load_model
+    spec = datasets.BREAST_CANCER
+    holdout = datasets.split(datasets.load_frame(datasets.demo_source(spec.name)), spec).holdout
+    row = datasets.records(holdout.head(1), spec)[0]
+    rows = datasets.records(holdout.sample(BATCH_ROWS, replace=True, random_state=0), spec)
+    records_single = json.dumps({"records": row}).encode()
+    records_batch = json.dumps({"records": rows}).encode()
+
+    model = load_alias(settings.resolved_tracking_uri, settings.model_name, workdir / "cache")
+    onnx_path = next((workdir / "cache").rglob("*.onnx"))
+    feeds = model.feeds(datasets.records(holdout, spec))
+
+    sklearn_model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+    joblib.dump(sklearn_model, workdir / "model.joblib")
+
+    bin_dir = Path(sys.executable).parent
+    ours_settings = settings.model_copy(update={"serve_port": free_port()})
+    ours = LocalService(ours_settings)
+    ours_url = ours_settings.serve_url
+    fastapi_port, mlflow_port = free_port(), free_port()
+    return (
+        [
+            Server(
+                name="ours (BentoML + ONNX)",
+                command=ours.command(),
+                env=ours.environment(),
+                ready_url=f"{ours_url}/readyz",
+                url=f"{ours_url}/predict",
+                single_body=records_single,
+                batch_body=records_batch,
+            ),
+            Server(
+                name="FastAPI + joblib",
+                command=[
+                    str(bin_dir / "uvicorn"),
+                    "benchmarks.baselines.fastapi_joblib:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(fastapi_port),
+                    "--workers",
+                    "1",
+                ],
+                env={"MODEL_PATH": str(workdir / "model.joblib")},
+                ready_url=f"http://127.0.0.1:{fastapi_port}/health",
+                url=f"http://127.0.0.1:{fastapi_port}/predict",
+                single_body=records_single,
+                batch_body=records_batch,
+            ),
+            Server(
+                name="mlflow models serve",
+                command=[
+                    str(bin_dir / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{settings.model_name}/{version}",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(mlflow_port),
+                ],
+                env={"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri},
+                ready_url=f"http://127.0.0.1:{mlflow_port}/ping",
+                url=f"http://127.0.0.1:{mlflow_port}/invocations",
+                single_body=json.dumps({"dataframe_records": [row]}).encode(),
+                batch_body=json.dumps({"dataframe_records": rows}).encode(),
+            ),
+        ],
+        onnx_path,
+        feeds,
+    )
+
+
+def versions() -> str:
+    names = ("bentoml", "onnxruntime", "scikit-learn", "mlflow", "fastapi", "uvicorn")
+    return ", ".join(f"{n} {metadata.version(n)}" for n in names)
+
+
+def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
+    baseline = next(s for s in measured if s.name.startswith("FastAPI"))
+    lines = [
+        f"# Serving benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; "
+        f"load generator wrk (1 thread, closed loop) on the same machine, {seconds:g} s per cell. "
+        f"{versions()}.",
+        f"Reference model: StandardScaler + HistGradientBoostingClassifier(max_iter=100), recipe `{RECIPE}`.",
+        "Ratios are ours / FastAPI + joblib from the same run.",
+        "",
+        "| server | conns | req/s | p50 ms | p99 ms | errors | ratio req/s | ratio p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for server in measured:
+        for c in CONNECTIONS:
+            r: wrk.WrkResult = server.results[f"c{c}"]
+            b: wrk.WrkResult = baseline.results[f"c{c}"]
+            lines.append(
+                f"| {server.name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | "
+                f"{r.rps / b.rps:.2f}x | {r.p99_ms / b.p99_ms:.2f}x |"
+            )
+    lines += [
+        "",
+        "| server | 1,000-row request rows/s | cold start s | idle RSS MiB | RSS after load MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for server in measured:
+        res = server.results
+        lines.append(
+            f"| {server.name} | {res['batch_rows_per_s']:,.0f} | {res['cold_start_s']:.1f} | "
+            f"{res['idle_rss_mib']:.0f} | {res['loaded_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        f"In-process onnxruntime (1 thread): single row {local['calls_per_s']:,.0f} calls/s, "
+        f"p50 {local['p50_ms']:.3f} ms, p99 {local['p99_ms']:.3f} ms; 1,000-row batch "
+        f"{local['batch_rows_per_s']:,.0f} rows/s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20, help="load per cell")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving.md")
+    parser.add_argument("--only", help="measure only the servers whose name contains this")
+    args = parser.parse_args(argv)
+    if not wrk.available():
+        raise SystemExit("wrk is not installed: make bench-serving installs it (apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        workdir = Path(tmp)
+        settings, version = train_reference(workdir / "state")
+        measured, onnx_path, feeds = servers(settings, version, workdir)
+        if args.only:
+            measured = [s for s in measured if args.only in s.name or s.name.startswith("FastAPI")]
+        for server in measured:
+            print(f"» {server.name} ...", flush=True)
+            measure_server(server, args.seconds, workdir)
+        local = in_process(onnx_path, feeds, min(args.seconds, 10))
+    report = table(measured, local, args.seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
