@@ -97,7 +97,8 @@ def started(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited; see {log}")
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+                raise RuntimeError(f"{server.name} exited:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(server.ready_url, timeout=1).status_code == 200:
                     break
@@ -265,7 +266,10 @@ def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], P
                     "-p",
                     str(mlflow_port),
                 ],
-                env={"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri},
+                env={  # it runs `uvicorn` from the PATH
+                    "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+                    "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+                },
                 ready_url=f"http://127.0.0.1:{mlflow_port}/ping",
                 url=f"http://127.0.0.1:{mlflow_port}/invocations",
                 single_body=json.dumps({"dataframe_records": [row]}).encode(),

@@ -15,6 +15,7 @@ The service never imports scikit-learn or Prefect.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 import uuid
 from importlib import metadata
@@ -25,10 +26,11 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, AllowInfNan
+from starlette.requests import ClientDisconnect
 
 from models.features import ONNX_TO_DATATYPE, InputError
 from models.settings import Settings
-from serving import metrics
+from serving import bentoml_fixes, metrics
 from serving.follower import Follower
 from serving.http import PROBE_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
 from serving.inference_log import InferenceLog, InferenceLogError
@@ -102,7 +104,10 @@ def is_probe(request: Request) -> bool:
 
 
 async def _json_body(request: Request) -> Any:
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ApiError(400, "body: the client closed the connection before sending all of it") from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -123,7 +128,17 @@ FiniteOrText = Annotated[float, AllowInfNan(False)] | str
 Rows = Annotated[list[dict[str, FiniteOrText]], AfterValidator(_checked_against_current_model)]
 
 
-@bentoml.service(name="mlops_model", traffic={"timeout": 30}, logging={"access": {"enabled": False}})
+bentoml_fixes.install()  # before BentoML builds the app from this module: see serving/bentoml_fixes.py
+
+
+# Access log and tracing are off on the inference routes: every request is already one line of the
+# inference log with its own request id, and the per-request span cost a third of the request path.
+@bentoml.service(
+    name="mlops_model",
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/predict", "/infer$"]},
+)
 @bentoml.asgi_app(api, path="/")
 class ModelService:
     def __init__(self) -> None:
@@ -140,6 +155,10 @@ class ModelService:
             on_event=metrics.alias_event,
         )
         self.follower.start()
+        # Everything loaded so far (modules, BentoML, MLflow) lives as long as the process: out of the
+        # collector's way, so that a gen-2 collection only walks what requests create.
+        gc.collect()
+        gc.freeze()
 
     async def __is_ready__(self) -> bool:
         return self.follower.ready
