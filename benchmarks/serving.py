@@ -79,6 +79,9 @@ class Server:
     url: str
     single_body: bytes
     batch_body: bytes
+    oip_url: str | None = None  # the Open Inference Protocol route, when the server has one
+    oip_single: bytes = b""
+    oip_batch: bytes = b""
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,7 +120,38 @@ def started(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             process.wait()
 
 
-def measure_server(server: Server, seconds: float, workdir: Path) -> None:
+def batch_rows_per_s(url: str, body: bytes, repeats: int = 10) -> float:
+    timings = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(repeats):
+            tick = time.perf_counter()
+            client.post(url, content=body, headers={"content-type": "application/json"}).raise_for_status()
+            timings.append(time.perf_counter() - tick)
+    return BATCH_ROWS / statistics.median(timings)
+
+
+def soak(url: str, body: Path, pid: int, minutes: float, workdir: Path) -> dict[str, Any]:
+    """Steady load at 8 connections, RSS sampled every 10 s; first sample taken after a minute's warm-up."""
+    samples: list[float] = []
+    rounds = max(1, round(minutes * 6))
+    results = []
+    for _ in range(rounds):
+        results.append(wrk.run(url, body, 8, 10, workdir))
+        samples.append(tree_rss_mib(pid))
+    warm = samples[min(len(samples) - 1, 6) :] or samples
+    return {
+        "minutes": minutes,
+        "requests": sum(r.requests for r in results),
+        "errors": sum(r.errors for r in results),
+        "rss_first_mib": warm[0],
+        "rss_last_mib": warm[-1],
+        "rss_max_mib": max(warm),
+        "p99_first_ms": results[0].p99_ms,
+        "p99_last_ms": results[-1].p99_ms,
+    }
+
+
+def measure_server(server: Server, seconds: float, workdir: Path, soak_minutes: float = 0) -> None:
     log = workdir / f"{server.name.replace(' ', '-')}.log"
     single, batch = workdir / "single.json", workdir / "batch.json"
     single.write_bytes(server.single_body)
@@ -133,16 +167,22 @@ def measure_server(server: Server, seconds: float, workdir: Path) -> None:
         for connections in CONNECTIONS:
             server.results[f"c{connections}"] = wrk.run(server.url, single, connections, seconds, workdir)
         server.results["loaded_rss_mib"] = tree_rss_mib(process.pid)
-        timings = []
-        with httpx.Client(timeout=60) as client:
-            for _ in range(10):
-                tick = time.perf_counter()
-                response = client.post(
-                    server.url, content=server.batch_body, headers={"content-type": "application/json"}
-                )
-                response.raise_for_status()
-                timings.append(time.perf_counter() - tick)
-        server.results["batch_rows_per_s"] = BATCH_ROWS / statistics.median(timings)
+        server.results["batch_rows_per_s"] = batch_rows_per_s(server.url, server.batch_body)
+        if server.oip_url:
+            oip_single = workdir / "oip-single.json"
+            oip_single.write_bytes(server.oip_single)
+            server.results["oip_c8"] = wrk.run(server.oip_url, oip_single, 8, seconds, workdir)
+            server.results["oip_batch_rows_per_s"] = batch_rows_per_s(server.oip_url, server.oip_batch)
+        if soak_minutes > 0:
+            server.results["soak"] = soak(server.url, single, process.pid, soak_minutes, workdir)
+
+
+def oip_body(rows: list[dict[str, Any]], features: list[str]) -> bytes:
+    inputs = [
+        {"name": name, "shape": [len(rows), 1], "datatype": "FP64", "data": [r[name] for r in rows]}
+        for name in features
+    ]
+    return json.dumps({"inputs": inputs}).encode()
 
 
 def in_process(onnx_path: Path, feeds: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
@@ -232,6 +272,9 @@ def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], P
                 url=f"{ours_url}/predict",
                 single_body=records_single,
                 batch_body=records_batch,
+                oip_url=f"{ours_url}/v2/models/{settings.model_name}/infer",
+                oip_single=oip_body([row], list(spec.feature_names)),
+                oip_batch=oip_body(rows, list(spec.feature_names)),
             ),
             Server(
                 name="FastAPI + joblib",
@@ -308,6 +351,13 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
                 f"| {server.name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | "
                 f"{r.rps / b.rps:.2f}x | {r.p99_ms / b.p99_ms:.2f}x |"
             )
+    for server in measured:
+        if "oip_c8" in server.results:
+            r, b = server.results["oip_c8"], baseline.results["c8"]
+            lines.append(
+                f"| {server.name}, OIP `/v2/models/{{name}}/infer` | 8 | {r.rps:,.0f} | {r.p50_ms:.2f} | "
+                f"{r.p99_ms:.2f} | {r.errors} | {r.rps / b.rps:.2f}x | {r.p99_ms / b.p99_ms:.2f}x |"
+            )
     lines += [
         "",
         "| server | 1,000-row request rows/s | cold start s | idle RSS MiB | RSS after load MiB |",
@@ -319,6 +369,19 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
             f"| {server.name} | {res['batch_rows_per_s']:,.0f} | {res['cold_start_s']:.1f} | "
             f"{res['idle_rss_mib']:.0f} | {res['loaded_rss_mib']:.0f} |"
         )
+        if "oip_batch_rows_per_s" in res:
+            lines.append(f"| {server.name}, OIP infer | {res['oip_batch_rows_per_s']:,.0f} | | | |")
+    for server in measured:
+        if sk := server.results.get("soak"):
+            growth = sk["rss_last_mib"] / sk["rss_first_mib"] - 1
+            lines += [
+                "",
+                f"Soak, {server.name}: {sk['minutes']:g} min at 8 connections, "
+                f"{sk['requests']:,} requests, {sk['errors']} errors; RSS after the first "
+                f"minute {sk['rss_first_mib']:.0f} MiB, at the end {sk['rss_last_mib']:.0f} "
+                f"MiB ({growth:+.1%}), max {sk['rss_max_mib']:.0f} MiB; p99 first 10 s "
+                f"{sk['p99_first_ms']:.2f} ms, last 10 s {sk['p99_last_ms']:.2f} ms.",
+            ]
     lines += [
         "",
         f"In-process onnxruntime (1 thread): single row {local['calls_per_s']:,.0f} calls/s, "
@@ -333,6 +396,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--seconds", type=float, default=20, help="load per cell")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.md")
     parser.add_argument("--only", help="measure only the servers whose name contains this")
+    parser.add_argument("--soak-minutes", type=float, default=10, help="steady load on ours after (0: none)")
     args = parser.parse_args(argv)
     if not wrk.available():
         raise SystemExit("wrk is not installed: make bench-serving installs it (apt-get install wrk)")
@@ -344,7 +408,8 @@ def main(argv: list[str] | None = None) -> str:
             measured = [s for s in measured if args.only in s.name or s.name.startswith("FastAPI")]
         for server in measured:
             print(f"» {server.name} ...", flush=True)
-            measure_server(server, args.seconds, workdir)
+            soak_minutes = args.soak_minutes if server.name.startswith("ours") else 0
+            measure_server(server, args.seconds, workdir, soak_minutes)
         local = in_process(onnx_path, feeds, min(args.seconds, 10))
     report = table(measured, local, args.seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)

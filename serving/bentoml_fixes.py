@@ -63,11 +63,24 @@ class CancellingTimeoutMiddleware:
             await JSONResponse(error, status_code=504)(scope, receive, send)
 
 
+_REPLACED: dict[str, Any] = {}
+
+
 def install() -> bool:
-    """Replace BentoML's TimeoutMiddleware with the cancelling one; return whether it was replaced."""
+    """Replace BentoML's TimeoutMiddleware with the cancelling one; return whether it is in place."""
     from bentoml._internal.server.http import traffic
 
     if metadata.version("bentoml") != FIXED_FOR:
         return False  # another release: leave it alone (the fix may be upstream, or need re-checking)
-    traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc,assignment]
+    current: Any = traffic.TimeoutMiddleware
+    if current is not CancellingTimeoutMiddleware:
+        _REPLACED["TimeoutMiddleware"] = current
+        traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc,assignment]
     return True
+
+
+def bentoml_timeout_middleware() -> Any:
+    """BentoML's own class, replaced or not (for the tests that show what the fix removes)."""
+    from bentoml._internal.server.http import traffic
+
+    return _REPLACED.get("TimeoutMiddleware", traffic.TimeoutMiddleware)

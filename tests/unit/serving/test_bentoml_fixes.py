@@ -1,0 +1,70 @@
+"""The cancelling timeout middleware: same answers as BentoML's, and no timer left behind per request."""
+
+import asyncio
+from typing import Any
+
+from bentoml._internal.server.http import traffic
+
+from serving import bentoml_fixes
+from serving.bentoml_fixes import CancellingTimeoutMiddleware
+
+
+def app_taking(seconds: float, body: bytes = b"ok") -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(seconds)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(seconds)  # a started response is not cut by the timeout
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def call(middleware: Any) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await middleware({"type": "http", "method": "GET", "path": "/"}, receive, send)
+    return sent
+
+
+def test_a_fast_request_passes_through_and_leaves_no_timer() -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], int]:
+        middleware = CancellingTimeoutMiddleware(app_taking(0.0), timeout=60)
+        for _ in range(200):
+            sent = await call(middleware)
+        loop = asyncio.get_running_loop()
+        pending = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        return sent, len(pending)
+
+    sent, pending = asyncio.run(scenario())
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert pending == 0  # BentoML's own leaves one 60 s timer per request
+
+
+def test_bentomls_middleware_leaves_a_timer_per_request() -> None:
+    async def scenario() -> int:
+        middleware = bentoml_fixes.bentoml_timeout_middleware()(app_taking(0.0), timeout=60)
+        for _ in range(50):
+            await call(middleware)
+        loop = asyncio.get_running_loop()
+        return len([h for h in loop._scheduled if not h.cancelled()])  # type: ignore[attr-defined]
+
+    assert asyncio.run(scenario()) == 50  # the leak the fix removes
+
+
+def test_no_response_in_time_is_a_504_and_a_started_response_finishes() -> None:
+    slow = asyncio.run(call(CancellingTimeoutMiddleware(app_taking(0.5), timeout=0.1)))
+    assert slow[0]["status"] == 504
+    started = asyncio.run(call(CancellingTimeoutMiddleware(app_taking(0.06, b"done"), timeout=0.1)))
+    assert started[0]["status"] == 200 and started[-1]["body"] == b"done"
+
+
+def test_install_replaces_the_class_bentoml_builds_its_stack_from() -> None:
+    assert bentoml_fixes.install() is True
+    current: Any = traffic.TimeoutMiddleware
+    assert current is CancellingTimeoutMiddleware
