@@ -6,17 +6,18 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup browser demo stack test stop status lint format typecheck clean
+.PHONY: setup tools demo stack test stop status lint format typecheck clean bench-serving bench-pipeline bench-rollout
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
 
-# Debian's Chromium, for the test that drives the Prefect UI in a headless browser.
-browser:
-	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		$(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+# Debian's Chromium (the test that drives the Prefect UI) and wrk (the serving benchmark's load generator).
+tools:
+	@test -x /usr/bin/chromium -a -x /usr/bin/wrk || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		chromium wrk >/dev/null; }
 
 demo: setup
 	$(RUN) mlops demo
@@ -25,11 +26,21 @@ demo: setup
 stack: setup
 	$(RUN) mlops stack
 
-test: setup browser
+test: setup tools
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) pytest
+
+# Benchmarks: each prints a Markdown table and writes it under benchmarks/results/.
+bench-serving: setup tools
+	$(RUN) python -m benchmarks.serving
+
+bench-pipeline: setup
+	$(RUN) python -m benchmarks.pipeline
+
+bench-rollout: setup
+	$(RUN) python -m benchmarks.rollout
 
 stop: setup
 	$(RUN) mlops stop

@@ -1,0 +1,123 @@
+"""The serving, pipeline and rollout benchmarks' own code: parsing, accounting and a real wrk run."""
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from benchmarks import pipeline, rollout, serving, wrk
+
+WRK_REPORT = """Running 2s test @ http://127.0.0.1:8000/predict
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.51ms    1.20ms  25.31ms   90.00%
+    Req/Sec     2.31k   120.00     2.50k    70.00%
+  Latency Distribution
+     50%    3.20ms
+     75%    3.90ms
+     90%    4.80ms
+     99%  850.00us
+  4620 requests in 2.00s, 1.10MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   2310.00
+"""
+
+
+def test_wrk_report_is_read_with_units_and_errors() -> None:
+    result = wrk.parse(WRK_REPORT, connections=8)
+    assert result.requests == 4620 and result.seconds == 2.0 and result.rps == 2310.0
+    assert result.p50_ms == 3.2 and result.p99_ms == 0.85
+    assert result.errors == 2 + 1 + 4
+
+
+def test_a_report_without_totals_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a wrk report"):
+        wrk.parse("wrk: connection refused", connections=1)
+
+
+class Echo(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        body = json.loads(self.rfile.read(length))
+        status = 200 if body.get("ok") else 400
+        self.send_response(status)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="make test installs Debian's wrk")
+def test_wrk_posts_the_body_and_counts_refusals(echo_url: str, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"ok": True}))
+    bad.write_text(json.dumps({"ok": False}))
+    ok = wrk.run(echo_url, good, connections=2, seconds=1, workdir=tmp_path)
+    assert ok.requests > 10 and ok.errors == 0 and 0 < ok.p50_ms <= ok.p99_ms
+    refused = wrk.run(echo_url, bad, connections=2, seconds=1, workdir=tmp_path)
+    assert refused.errors == refused.requests > 10
+
+
+def test_memory_of_a_process_tree_counts_its_children() -> None:
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; x = bytearray(200 * 2**20); time.sleep(30)"]
+    )
+    try:
+        import time
+
+        time.sleep(1.5)
+        alone = serving.tree_rss_mib(child.pid)
+        assert alone > 150
+        assert serving.tree_rss_mib(os.getpid()) >= alone  # we are its parent
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_oip_body_is_one_tensor_per_feature() -> None:
+    body = json.loads(serving.oip_body([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}], ["a", "b"]))
+    assert body["inputs"][0] == {"name": "a", "shape": [2, 1], "datatype": "FP64", "data": [1.0, 3.0]}
+
+
+def test_swap_time_is_the_end_of_the_last_old_answer() -> None:
+    outcomes = [
+        {"started": 9.0, "latency_ms": 5, "status": 200, "version": "1"},
+        {"started": 10.2, "latency_ms": 100, "status": 200, "version": "1"},
+        {"started": 10.5, "latency_ms": 5, "status": 200, "version": "2"},
+        {"started": 10.6, "latency_ms": 5, "status": 503, "version": None},
+    ]
+    assert rollout.swap_seconds(outcomes, moved_at=10.0, old="1") == pytest.approx(0.3)
+    assert rollout.swap_seconds(outcomes, moved_at=10.3, old="1") == 0.0
+    assert rollout.failed_between(outcomes, 10.0, 11.0) == (3, 1)
+
+
+def test_generated_data_keeps_the_demo_shape(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from models import datasets
+
+    path = tmp_path / "g.parquet"
+    pipeline.generate(1000, path)
+    frame = pd.read_parquet(path)
+    assert len(frame) == 1000
+    assert list(frame.columns) == list(datasets.load_frame("demo:breast_cancer").columns)
