@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_oip_body_is_one_tensor_per_feature() -> None:
 
 
 def test_swap_time_is_the_end_of_the_last_old_answer() -> None:
-    outcomes = [
+    outcomes: list[dict[str, Any]] = [
         {"started": 9.0, "latency_ms": 5, "status": 200, "version": "1"},
         {"started": 10.2, "latency_ms": 100, "status": 200, "version": "1"},
         {"started": 10.5, "latency_ms": 5, "status": 200, "version": "2"},
