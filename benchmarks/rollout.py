@@ -28,9 +28,11 @@ RESULTS = Path(__file__).parent / "results"
 FAULTS = ("unloadable", "wrong_outputs", "slow")
 
 
-def swap_seconds(outcomes: list[dict[str, Any]], moved_at: float, old: str) -> float | None:
-    """From the alias move to the end of the last answer that still named the old version."""
-    after = [o for o in outcomes if o["started"] >= moved_at and o["status"] == 200]
+def swap_seconds(
+    outcomes: list[dict[str, Any]], moved_at: float, old: str, until: float = float("inf")
+) -> float | None:
+    """From the alias move to the end of the last answer (sent before ``until``) naming the old version."""
+    after = [o for o in outcomes if moved_at <= o["started"] <= until and o["status"] == 200]
     old_answers = [o["started"] + o["latency_ms"] / 1000 for o in after if o["version"] == old]
     if not after:
         return None
@@ -135,7 +137,7 @@ def run(workdir: Path, slow_layers: int) -> list[dict[str, Any]]:
             {
                 "event": label,
                 "target_s": 2,
-                "seconds": swap_seconds(outcomes, began, old),
+                "seconds": swap_seconds(outcomes, began, old, until=ended + 2),
                 "what": "alias move -> every answer names the new version",
                 "sent": sent,
                 "failed": failed,

@@ -109,6 +109,9 @@ def test_swap_time_is_the_end_of_the_last_old_answer() -> None:
     ]
     assert rollout.swap_seconds(outcomes, moved_at=10.0, old="1") == pytest.approx(0.3)
     assert rollout.swap_seconds(outcomes, moved_at=10.3, old="1") == 0.0
+    # a later move back to the old version is another event: answers after ``until`` do not count
+    later = [*outcomes, {"started": 50.0, "latency_ms": 5, "status": 200, "version": "1"}]
+    assert rollout.swap_seconds(later, moved_at=10.0, old="1", until=12.0) == pytest.approx(0.3)
     assert rollout.failed_between(outcomes, 10.0, 11.0) == (3, 1)
 
 
