@@ -25,7 +25,8 @@ class ServiceError(RuntimeError):
     """The service did not start, or does not serve what it should."""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether the process runs (reaping it first if it is our own exited child)."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG) != (0, 0):
             return False  # our own child, already exited: reaped now
@@ -66,7 +67,7 @@ class LocalService:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def environment(self) -> dict[str, str]:
         state = self.settings.state_path
@@ -121,9 +122,9 @@ class LocalService:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         return True

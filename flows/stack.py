@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from flows.deploy import alive
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 
@@ -182,24 +183,14 @@ class Supervisor:
         pids_file(self.settings).unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_group(pid: int, timeout_s: float, poll: Callable[[], int | None] | None = None) -> None:
-    def alive() -> bool:
-        return poll() is None if poll is not None else _pid_alive(pid)
+    def running() -> bool:
+        return poll() is None if poll is not None else alive(pid)
 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while alive() and time.monotonic() < deadline:
+    while running() and time.monotonic() < deadline:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # whatever is left of the group, leader gone or not
@@ -211,11 +202,11 @@ def stop_leftovers(settings: Settings) -> list[int]:
         pids: dict[str, int] = json.loads(pids_file(settings).read_text())
     except (FileNotFoundError, ValueError):
         return []
-    alive = [pid for pid in pids.values() if _pid_alive(pid)]
-    for pid in alive:
+    left = [pid for pid in pids.values() if alive(pid)]
+    for pid in left:
         stop_group(pid, timeout_s=10.0)
     pids_file(settings).unlink(missing_ok=True)
-    return alive
+    return left
 
 
 def wait_http(url: str, timeout_s: float, supervisor: Supervisor, key: str, component: Component) -> None:
