@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import publish
+
 RESULTS = Path(__file__).parent / "results"
 STAGES = ("validation", "training", "tracking", "conversion", "gate", "deploy", "Prefect")
 # Task names of flows/pipeline.py, grouped into the stages the table reports.
@@ -176,11 +178,7 @@ def main(argv: list[str] | None = None) -> str:
             "demo (569 rows)": measure("demo", "demo:breast_cancer", workdir),
             f"generated ({args.rows:,} rows)": measure("generated", str(generated), workdir),
         }
-    report = table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    return report
+    return publish(table(results), args.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import publish
+
 RESULTS = Path(__file__).parent / "results"
 FAULTS = ("unloadable", "wrong_outputs", "slow")
 
@@ -194,11 +196,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--slow-layers", type=int, default=1300, help="size of the slow fault (Loop node)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
-        report = table(run(Path(tmp), args.slow_layers))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    return report
+        return publish(table(run(Path(tmp), args.slow_layers)), args.out)
 
 
 if __name__ == "__main__":

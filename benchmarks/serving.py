@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 
 from benchmarks import wrk
+from benchmarks.report import publish
 
 RESULTS = Path(__file__).parent / "results"
 RECIPE = "hist_gradient_boosting_scaled"
@@ -411,11 +412,7 @@ def main(argv: list[str] | None = None) -> str:
             soak_minutes = args.soak_minutes if server.name.startswith("ours") else 0
             measure_server(server, args.seconds, workdir, soak_minutes)
         local = in_process(onnx_path, feeds, min(args.seconds, 10))
-    report = table(measured, local, args.seconds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    return report
+    return publish(table(measured, local, args.seconds), args.out)
 
 
 if __name__ == "__main__":

@@ -125,3 +125,11 @@ def test_generated_data_keeps_the_demo_shape(tmp_path: Path) -> None:
     frame = pd.read_parquet(path)
     assert len(frame) == 1000
     assert list(frame.columns) == list(datasets.load_frame("demo:breast_cancer").columns)
+
+
+def test_a_report_lands_in_its_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.report import publish
+
+    out = tmp_path / "results" / "x.md"
+    assert publish("| a |\n", out) == "| a |\n"
+    assert out.read_text() == "| a |\n" and "| a |" in capsys.readouterr().out
