@@ -1,6 +1,6 @@
-"""One documented fix to BentoML 1.4.39's request path, installed before the service's app is built.
+"""Two documented fixes to BentoML 1.4.39's serving path, installed before the service's app is built.
 
-BentoML's ``TimeoutMiddleware`` (``bentoml/_internal/server/http/traffic.py``) arms
+1. The per-request timer. BentoML's ``TimeoutMiddleware`` (``bentoml/_internal/server/http/traffic.py``) arms
 ``loop.call_later(timeout, ...)`` for every request and never cancels it, and runs each request as an extra
 Task. Every request's timer, future and closure (about 20 objects) then live for the whole timeout: at
 hundreds of requests a second that is tens of thousands of live objects, which the garbage collector walks
@@ -9,12 +9,27 @@ semantics (504 if the response has not started within ``timeout``; a started res
 ``asyncio.timeout``, whose timer is cancelled when the request ends, and no extra Task.
 
 BentoML looks the class up when it builds the middleware stack, so replacing the module attribute before
-``to_asgi()`` is enough; ``install()`` is idempotent and checks the version it was written against.
+``to_asgi()`` is enough.
+
+2. The balance between workers. BentoML's arbiter binds one listening socket and every worker accepts from
+it. uvloop (libuv) accepts every pending connection in one go when the socket becomes readable, so when a
+client opens its pool (8 connections within a millisecond) the first worker to wake takes all of them and
+the other stays idle: 1,250 req/s and p99 12.6 ms instead of ~2,200 req/s and ~9 ms. ``own_listener`` gives
+each worker a socket of its own on the same address with ``SO_REUSEPORT``, so the kernel spreads new
+connections over the workers' sockets, and stops the shared one listening (all workers do; the arbiter
+never accepts on it). A worker's socket starts listening only when uvicorn starts serving, after the
+service has loaded and self-tested its model, so no connection reaches a worker that is not ready; a
+killed worker's socket leaves the group with it and its replacement joins when ready. Installed by
+wrapping ``uvicorn.Server.run``, which the worker calls with the shared socket after importing the service.
+
+``install()`` is idempotent and checks the version it was written against.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import metadata
 from typing import Any
@@ -63,11 +78,37 @@ class CancellingTimeoutMiddleware:
             await JSONResponse(error, status_code=504)(scope, receive, send)
 
 
+def own_listener(shared: socket.socket) -> socket.socket:
+    """A socket of this worker's own, bound (not yet listening) to the shared socket's address."""
+    if shared.family not in (socket.AF_INET, socket.AF_INET6) or shared.type != socket.SOCK_STREAM:
+        return shared  # a Unix socket: leave it shared
+    address = shared.getsockname()
+    # Every socket on a port must allow SO_REUSEPORT before another may bind it.
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    own = socket.socket(shared.family, socket.SOCK_STREAM)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    own.bind(address)
+    own.set_inheritable(False)
+    with contextlib.suppress(OSError):  # already stopped by another worker
+        shared.shutdown(socket.SHUT_RDWR)  # the shared socket stops listening in every process
+    return own
+
+
 _REPLACED: dict[str, Any] = {}
 
 
+def _run_on_own_listeners(run: Callable[..., None]) -> Callable[..., None]:
+    def run_with(server: Any, sockets: list[socket.socket] | None = None) -> None:
+        run(server, sockets=[own_listener(s) for s in sockets] if sockets else sockets)
+
+    run_with.__wrapped__ = run  # type: ignore[attr-defined]
+    return run_with
+
+
 def install() -> bool:
-    """Replace BentoML's TimeoutMiddleware with the cancelling one; return whether it is in place."""
+    """Put both fixes in place; return whether they are (only on the release they were written for)."""
+    import uvicorn
     from bentoml._internal.server.http import traffic
 
     if metadata.version("bentoml") != FIXED_FOR:
@@ -76,6 +117,8 @@ def install() -> bool:
     if current is not CancellingTimeoutMiddleware:
         _REPLACED["TimeoutMiddleware"] = current
         traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc,assignment]
+    if not hasattr(uvicorn.Server.run, "__wrapped__"):
+        uvicorn.Server.run = _run_on_own_listeners(uvicorn.Server.run)  # type: ignore[method-assign]
     return True
 
 

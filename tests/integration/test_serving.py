@@ -1,5 +1,7 @@
 """A real `bentoml serve` with several workers, under load from a separate process, over loopback."""
 
+import http.client
+import json
 import subprocess
 import time
 from collections import Counter
@@ -17,6 +19,7 @@ from flows.pipeline import training_pipeline
 from flows.tracking import connect
 from models import datasets
 from models.registry import CHAMPION
+from models.settings import Settings
 from serving.inference_log import read_records
 from tests.conftest import make_settings
 from tests.integration.conftest import use
@@ -124,5 +127,52 @@ def test_api_key_and_tls_on_a_real_server(
         with pytest.raises(httpx.ConnectError):  # an unverified certificate is refused by a real client
             httpx.get(f"{service.url}/v2/health/ready", timeout=5)
         assert secret not in service.log_tail(500)
+    finally:
+        service.stop()
+
+
+def listening_sockets(port: int) -> int:
+    """Sockets in LISTEN state on ``port`` (from /proc/net/tcp: local address, state 0A)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
+def test_new_connections_are_spread_over_both_workers(
+    serving_env: Settings, split: datasets.Split, tmp_path: Path
+) -> None:
+    """A client pool opened at once is not taken whole by the first worker to wake (SO_REUSEPORT)."""
+    registry = serving_env.resolved_tracking_uri
+    settings = make_settings(tmp_path / "state", tracking_uri=registry, serve_workers=2)
+    service = LocalService(settings)
+    body = {"records": datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)}
+    try:
+        service.start()
+        service.wait_ready(settings.serve_start_timeout_s)
+        host, port = settings.serve_host, settings.serve_port
+        deadline = time.monotonic() + settings.serve_start_timeout_s
+        while listening_sockets(port) < 2 and time.monotonic() < deadline:  # readyz: one worker is ready
+            time.sleep(0.2)
+        assert listening_sockets(port) == 2  # one socket per worker; the shared one no longer listens
+        pool = [http.client.HTTPConnection(host, port, timeout=10) for _ in range(16)]
+        for connection in pool:  # the whole pool connects before any request, as a client's pool does
+            connection.connect()
+        payload = json.dumps(body)
+        for _ in range(20):
+            for connection in pool:
+                connection.request("POST", "/predict", payload, {"content-type": "application/json"})
+            for connection in pool:
+                response = connection.getresponse()
+                assert response.status == 200, response.read()
+                response.read()
+        for connection in pool:
+            connection.close()
+        per_worker = Counter(
+            "-".join(segment.name.split("-")[1:3]) for segment in settings.inference_log_dir.glob("*.jsonl")
+            for _ in segment.read_text().splitlines()
+        )  # fmt: skip
+        assert sum(per_worker.values()) == 16 * 20
+        assert len(per_worker) == 2, per_worker
+        # 16 connections hashed over two sockets: all on one worker has probability 2 / 65,536
+        assert min(per_worker.values()) >= 20, per_worker
     finally:
         service.stop()

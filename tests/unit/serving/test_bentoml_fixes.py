@@ -1,8 +1,13 @@
-"""The cancelling timeout middleware: same answers as BentoML's, and no timer left behind per request."""
+"""BentoML fixes: the cancelling timeout middleware (no timer left per request), a listener per worker."""
 
 import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from bentoml._internal.server.http import traffic
 
 from serving import bentoml_fixes
@@ -68,3 +73,53 @@ def test_install_replaces_the_class_bentoml_builds_its_stack_from() -> None:
     assert bentoml_fixes.install() is True
     current: Any = traffic.TimeoutMiddleware
     assert current is CancellingTimeoutMiddleware
+
+
+def test_each_worker_gets_its_own_listener_and_the_shared_one_stops() -> None:
+    shared = socket.socket()
+    shared.bind(("127.0.0.1", 0))
+    shared.listen(16)
+    address = shared.getsockname()
+    own = [bentoml_fixes.own_listener(shared) for _ in range(2)]  # two workers
+    try:
+        for sock in own:
+            assert sock.getsockname() == address
+            sock.listen(16)
+            sock.setblocking(False)
+        clients = [socket.create_connection(address, timeout=5) for _ in range(32)]
+        time.sleep(0.1)
+        accepted = [len(list(_accept_all(sock))) for sock in own]
+        assert sum(accepted) == 32 and min(accepted) > 0  # spread over both; none left on the shared one
+        shared.setblocking(False)
+        with pytest.raises(OSError):
+            shared.accept()
+        for client in clients:
+            client.close()
+    finally:
+        for sock in (*own, shared):
+            sock.close()
+
+
+def _accept_all(sock: socket.socket) -> Iterator[socket.socket]:
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return
+        conn.close()
+        yield conn
+
+
+def test_a_unix_socket_stays_shared(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as shared:
+        shared.bind(str(tmp_path / "s.sock"))
+        assert bentoml_fixes.own_listener(shared) is shared
+
+
+def test_install_wraps_uvicorn_once() -> None:
+    import uvicorn
+
+    assert bentoml_fixes.install()
+    wrapped = uvicorn.Server.run
+    assert bentoml_fixes.install() and uvicorn.Server.run is wrapped
+    assert hasattr(wrapped, "__wrapped__")
