@@ -2,6 +2,12 @@
 
 https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md
 Every problem with a request raises ``InputError`` naming the field and what was expected.
+
+Large tensors can travel as raw bytes (the binary tensor data extension, as Triton's and KServe's clients
+send them): the ``Inference-Header-Content-Length`` header gives the length of the JSON part at the start
+of the body; a tensor with ``parameters.binary_data_size`` (and no ``data``) takes that many bytes of what
+follows, in the order of the inputs, little-endian, row-major (``BYTES``: each element a 4-byte length and
+its bytes). ``binary_data_output`` asks for the outputs the same way.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
-from models.features import NUMPY_DTYPES, InputError, TensorSpec
+from models.features import NUMPY_DTYPES, InputError, TensorSpec, field_of, numbers, strings
 
 NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT8"})
 NUMPY_TO_DATATYPE = {
@@ -24,38 +31,99 @@ NUMPY_TO_DATATYPE = {
 }
 
 
+BINARY_HEADER = "inference-header-content-length"
+WIRE_DTYPES = {
+    "FP64": "<f8",
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+    "UINT8": "u1",
+}
+
+
 @dataclass(frozen=True)
 class InferRequest:
     id: str | None
     feeds: dict[str, np.ndarray]
     rows: int
     outputs: tuple[str, ...] | None
+    binary_output: bool = False
 
 
-def _numbers(field: str, data: list[Any], dtype: type) -> np.ndarray:
-    try:
-        array = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError):
-        bad = next(
-            (i for i, v in enumerate(data) if isinstance(v, bool) or not isinstance(v, int | float)), 0
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON part and the binary part of a request (all JSON without the extension's header)."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InputError(
+            "Inference-Header-Content-Length", f"expected the JSON part's length, at most {len(body)} bytes"
         )
-        raise InputError(f"{field}[{bad}]", f"expected a number, got {data[bad]!r:.40}") from None
-    if any(type(v) is bool for v in data):
-        bad = next(i for i, v in enumerate(data) if type(v) is bool)
-        raise InputError(f"{field}[{bad}]", f"expected a number, got {data[bad]!r}")
-    if not np.isfinite(array).all():
-        bad = int(np.flatnonzero(~np.isfinite(array))[0])
-        raise InputError(f"{field}[{bad}]", f"expected a finite number, got {data[bad]}")
-    return array.astype(dtype, copy=False)
+    return body[: int(header_length)], body[int(header_length) :]
 
 
-def _strings(field: str, data: list[Any]) -> np.ndarray:
-    for index, value in enumerate(data):
-        if not isinstance(value, str):
+class _Binary:
+    """Reads the binary part tensor by tensor, checking each size and that nothing is left over."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.offset = 0
+
+    def take(self, where: str, size: Any) -> memoryview:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InputError(
-                f"{field}[{index}]", f"expected a string, got {type(value).__name__} {value!r:.40}"
+                f"{where}.parameters.binary_data_size", f"expected a byte count, got {size!r:.40}"
             )
-    return np.array(data, dtype=object)
+        if self.offset + size > len(self.data):
+            left = len(self.data) - self.offset
+            raise InputError(
+                f"{where}.parameters.binary_data_size", f"{size} bytes, but only {left} are left"
+            )
+        chunk = self.data[self.offset : self.offset + size]
+        self.offset += size
+        return chunk
+
+    def finish(self) -> None:
+        if self.offset != len(self.data):
+            raise InputError("body", f"{len(self.data) - self.offset} bytes of binary data no input claims")
+
+
+def _binary_values(where: str, chunk: memoryview, datatype: str, count: int, spec: TensorSpec) -> np.ndarray:
+    if datatype == "BYTES":
+        return strings(_length_prefixed(where, chunk, count), field_of(f"{where}.data"))
+    width = np.dtype(WIRE_DTYPES[datatype]).itemsize
+    if len(chunk) != count * width:
+        raise InputError(
+            f"{where}.parameters.binary_data_size",
+            f"expected {count * width} bytes for {count} {datatype} values, got {len(chunk)}",
+        )
+    values: np.ndarray = np.frombuffer(chunk, dtype=WIRE_DTYPES[datatype]).astype(NUMPY_DTYPES[spec.datatype])
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InputError(f"{where}.data[{bad}]", f"expected a finite number, got {values[bad]}")
+    return values
+
+
+def _length_prefixed(where: str, chunk: memoryview, count: int) -> list[Any]:
+    values: list[Any] = []
+    offset = 0
+    while offset < len(chunk) and len(values) < count:
+        (size,) = (
+            np.frombuffer(chunk[offset : offset + 4], dtype="<u4") if offset + 4 <= len(chunk) else (-1,)
+        )
+        if size < 0 or offset + 4 + size > len(chunk):
+            raise InputError(f"{where}.data[{len(values)}]", "truncated length-prefixed BYTES element")
+        try:
+            values.append(bytes(chunk[offset + 4 : offset + 4 + size]).decode())
+        except UnicodeDecodeError:
+            raise InputError(f"{where}.data[{len(values)}]", "expected UTF-8 text") from None
+        offset += 4 + size
+    if len(values) != count or offset != len(chunk):
+        raise InputError(f"{where}.parameters.binary_data_size", f"expected exactly {count} BYTES elements")
+    return values
 
 
 def _rows_from_shape(field: str, shape: Any) -> int:
@@ -81,7 +149,7 @@ def _flatten(field: str, data: Any) -> list[Any]:
     return data
 
 
-def parse_infer_request(body: Any, inputs: Sequence[TensorSpec]) -> InferRequest:
+def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes = b"") -> InferRequest:
     """Validate an infer request against the model's inputs; return one (n, 1) tensor per input."""
     if not isinstance(body, dict):
         raise InputError("body", f"expected a JSON object, got {type(body).__name__}")
@@ -92,13 +160,17 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec]) -> InferRequest
     if request_id is not None and not isinstance(request_id, str):
         raise InputError("id", f"expected a string, got {type(request_id).__name__}")
     specs = {spec.name: spec for spec in inputs}
+    raw = _Binary(binary)
     feeds: dict[str, np.ndarray] = {}
     rows: int | None = None
     for index, tensor in enumerate(tensors):
         where = f"inputs[{index}]"
         if not isinstance(tensor, dict):
             raise InputError(where, "expected an object {name, shape, datatype, data}")
+        size = _binary_size(where, tensor)
         missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
+        if size is not None and missing == ["data"]:
+            missing = []
         if missing:
             raise InputError(where, f"missing {missing}")
         name, datatype = tensor["name"], tensor["datatype"]
@@ -114,24 +186,59 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec]) -> InferRequest
         if not spec.is_numeric and datatype != "BYTES":
             raise InputError(f"{where}.datatype", f"expected BYTES for {name!r}, got {datatype!r:.20}")
         count = _rows_from_shape(f"{where}.shape", tensor["shape"])
-        data = _flatten(f"{where}.data", tensor["data"])
-        if len(data) != count:
-            raise InputError(
-                f"{where}.data", f"expected {count} values for shape {tensor['shape']}, got {len(data)}"
-            )
         if rows is not None and count != rows:
             raise InputError(f"{where}.shape", f"{count} rows, but the other inputs have {rows}")
         rows = count
-        values = (
-            _numbers(f"{where}.data", data, NUMPY_DTYPES[spec.datatype])
-            if spec.is_numeric
-            else _strings(f"{where}.data", data)
-        )
+        if size is not None:
+            values = _binary_values(where, raw.take(where, size), datatype, count, spec)
+        else:
+            values = _json_values(where, tensor, count, spec)
         feeds[name] = values.reshape(-1, 1)
+    raw.finish()
     absent = sorted(set(specs) - set(feeds))
     if absent:
         raise InputError("inputs", f"missing tensors for {absent}")
-    return InferRequest(id=request_id, feeds=feeds, rows=rows or 0, outputs=_requested_outputs(body))
+    return InferRequest(
+        id=request_id,
+        feeds=feeds,
+        rows=rows or 0,
+        outputs=_requested_outputs(body),
+        binary_output=_binary_output(body),
+    )
+
+
+def _binary_size(where: str, tensor: dict[str, Any]) -> Any:
+    parameters = tensor.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise InputError(f"{where}.parameters", "expected an object")
+    size = parameters.get("binary_data_size")
+    if size is not None and "data" in tensor:
+        raise InputError(where, "give either data or parameters.binary_data_size, not both")
+    return size
+
+
+def _json_values(where: str, tensor: dict[str, Any], count: int, spec: TensorSpec) -> np.ndarray:
+    data = _flatten(f"{where}.data", tensor["data"])
+    if len(data) != count:
+        raise InputError(
+            f"{where}.data", f"expected {count} values for shape {tensor['shape']}, got {len(data)}"
+        )
+    at = field_of(f"{where}.data")
+    return numbers(data, NUMPY_DTYPES[spec.datatype], at) if spec.is_numeric else strings(data, at)
+
+
+def _binary_output(body: dict[str, Any]) -> bool:
+    parameters = body.get("parameters")
+    if parameters is None:
+        return False
+    if not isinstance(parameters, dict):
+        raise InputError("parameters", "expected an object")
+    wanted = parameters.get("binary_data_output", False)
+    if not isinstance(wanted, bool):
+        raise InputError("parameters.binary_data_output", f"expected true or false, got {wanted!r:.20}")
+    return wanted
 
 
 def _requested_outputs(body: dict[str, Any]) -> tuple[str, ...] | None:
@@ -145,10 +252,13 @@ def _requested_outputs(body: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(o["name"] for o in requested)
 
 
-def output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
+def _as_2d(values: np.ndarray) -> np.ndarray:
     array = np.asarray(values)
-    if array.ndim == 1:
-        array = array.reshape(-1, 1)
+    return array.reshape(-1, 1) if array.ndim == 1 else array
+
+
+def output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
+    array = _as_2d(values)
     datatype = NUMPY_TO_DATATYPE.get(str(array.dtype), "BYTES")
     data = array.ravel()
     return {
@@ -157,3 +267,53 @@ def output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
         "shape": list(array.shape),
         "data": data.tolist() if datatype == "BYTES" else data,
     }
+
+
+def binary_output_tensor(name: str, values: np.ndarray) -> tuple[dict[str, Any], bytes]:
+    """The tensor's header (``binary_data_size``, no ``data``) and its bytes, for a binary response."""
+    array = _as_2d(values)
+    datatype = NUMPY_TO_DATATYPE.get(str(array.dtype), "BYTES")
+    if datatype == "BYTES":
+        encoded = [str(v).encode() for v in array.ravel()]
+        data = b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
+    else:
+        data = np.ascontiguousarray(array, dtype=WIRE_DTYPES[datatype]).tobytes()
+    header = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    return {**header, "parameters": {"binary_data_size": len(data)}}, data
+
+
+def binary_request(
+    inputs: dict[str, np.ndarray], datatype: str = "FP64", **fields: Any
+) -> tuple[bytes, dict[str, str]]:
+    """A client's infer request with every input as raw bytes: the body and the headers to send."""
+    tensors, chunks = [], []
+    for name, values in inputs.items():
+        data = np.ascontiguousarray(values, dtype=WIRE_DTYPES[datatype]).tobytes()
+        shape = [len(values), 1]
+        tensors.append(
+            {
+                "name": name,
+                "shape": shape,
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(data)},
+            }
+        )
+        chunks.append(data)
+    head = orjson.dumps({**fields, "inputs": tensors})
+    headers = {BINARY_HEADER: str(len(head)), "content-type": "application/octet-stream"}
+    return b"".join([head, *chunks]), headers
+
+
+def read_binary_response(body: bytes, header_length: str | None) -> dict[str, Any]:
+    """A binary infer response as JSON would have carried it (each output's ``data`` filled in)."""
+    head, rest = split_body(body, header_length)
+    response: dict[str, Any] = orjson.loads(head)
+    offset = 0
+    for tensor in response["outputs"]:
+        size = tensor.get("parameters", {}).get("binary_data_size")
+        if size is None:
+            continue
+        chunk = rest[offset : offset + size]
+        offset += size
+        tensor["data"] = np.frombuffer(chunk, dtype=WIRE_DTYPES[tensor["datatype"]]).tolist()
+    return response

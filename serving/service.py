@@ -35,7 +35,13 @@ from serving.follower import Follower
 from serving.http import PROBE_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
 from serving.inference_log import InferenceLog, InferenceLogError
 from serving.model import LoadedModel
-from serving.protocol import output_tensor, parse_infer_request
+from serving.protocol import (
+    BINARY_HEADER,
+    binary_output_tensor,
+    output_tensor,
+    parse_infer_request,
+    split_body,
+)
 
 api = FastAPI(title="mlops-path inference", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
 SERVER_NAME = "mlops-path"
@@ -103,15 +109,37 @@ def is_probe(request: Request) -> bool:
     return request.headers.get(PROBE_HEADER) == "1"
 
 
-async def _json_body(request: Request) -> Any:
+async def _body(request: Request) -> bytes:
     try:
-        body = await request.body()
+        return await request.body()
     except ClientDisconnect:
         raise ApiError(400, "body: the client closed the connection before sending all of it") from None
+
+
+def _parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"body: invalid JSON ({exc})") from None
+
+
+async def _json_body(request: Request) -> Any:
+    return _parse_json(await _body(request))
+
+
+def infer_response(
+    body: dict[str, Any], outputs: list[tuple[str, Any]], binary: bool, headers: dict[str, str]
+) -> Response:
+    """JSON, or with ``binary_data_output`` the JSON part followed by the outputs' bytes."""
+    if not binary:
+        return json_response({**body, "outputs": [output_tensor(n, o) for n, o in outputs]}, headers=headers)
+    tensors = [binary_output_tensor(n, o) for n, o in outputs]
+    head = orjson.dumps({**body, "outputs": [header for header, _ in tensors]})
+    return Response(
+        b"".join([head, *(data for _, data in tensors)]),
+        media_type="application/octet-stream",
+        headers={**headers, BINARY_HEADER: str(len(head))},
+    )
 
 
 def _checked_against_current_model(rows: list[dict[str, float | str]]) -> list[dict[str, float | str]]:
@@ -268,10 +296,11 @@ class ModelService:
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         model = self._model(name, version)
-        body = await _json_body(request)
+        raw = await _body(request)
         started = time.perf_counter()
         try:
-            parsed = parse_infer_request(body, model.inputs)
+            head, binary = split_body(raw, request.headers.get(BINARY_HEADER))
+            parsed = parse_infer_request(_parse_json(head), model.inputs, binary)
         except InputError as exc:
             raise ApiError(400, str(exc)) from None
         unknown = sorted(set(parsed.outputs or ()) - set(model.output_names))
@@ -286,14 +315,12 @@ class ModelService:
         body_out: dict[str, Any] = {
             "model_name": model.ref.name,
             "model_version": model.ref.version,
-            "outputs": [
-                output_tensor(n, o) for n, o in zip(model.output_names, outputs, strict=True) if n in wanted
-            ],
             "parameters": {"run_id": model.ref.run_id, "request_id": request_id, "logged": logged},
         }
         if parsed.id is not None:
             body_out["id"] = parsed.id
-        return json_response(body_out, headers=provenance_headers(model, request_id))
+        chosen = [(n, o) for n, o in zip(model.output_names, outputs, strict=True) if n in wanted]
+        return infer_response(body_out, chosen, parsed.binary_output, provenance_headers(model, request_id))
 
     # --- named-feature records -----------------------------------------------------------------------
 

@@ -133,3 +133,19 @@ def test_a_report_lands_in_its_results_file(tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "results" / "x.md"
     assert publish("| a |\n", out) == "| a |\n"
     assert out.read_text() == "| a |\n" and "| a |" in capsys.readouterr().out
+
+
+def test_the_table_gives_ratios_from_the_same_run() -> None:
+    def server(name: str, rps: float, rows_per_s: float, **extra: Any) -> serving.Server:
+        cells = {f"c{c}": wrk.WrkResult(c, int(rps * 10), 10.0, 0, 1.0, 4.0) for c in serving.CONNECTIONS}
+        results = {"batch_rows_per_s": rows_per_s, "cold_start_s": 1.0, "idle_rss_mib": 100, **extra}
+        return serving.Server(
+            name, [], {}, "", "", b"", b"", results={**cells, **results, "loaded_rss_mib": 110}
+        )
+
+    ours = server("ours", 2000, 100_000, oip_batch_rows_per_s=150_000, oip_binary_rows_per_s=250_000)
+    local = {"calls_per_s": 1.0, "p50_ms": 0.1, "p99_ms": 0.2, "batch_rows_per_s": 400_000}
+    text = serving.table([ours, server("FastAPI + joblib", 100, 50_000)], local, 10)
+    assert "| ours | 8 | 2,000 | 1.00 | 4.00 | 0 | 20.00x | 1.00x |" in text
+    assert "| ours, OIP infer, binary tensors | 250,000 | 62% | | | |" in text
+    assert "| ours | 100,000 | 25% | 1.0 | 100 | 110 |" in text

@@ -4,12 +4,14 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from models import datasets
 from serving.inference_log import read_records
+from serving.protocol import BINARY_HEADER, binary_request, read_binary_response
 from serving.service import ModelService
 from tests.conftest import Registered, settings_env
 
@@ -176,15 +178,19 @@ def test_nan_and_infinity_are_refused(
     response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 400  # orjson refuses NaN literals: invalid JSON, named as such
     body = infer_body([record])
-    body["inputs"][3]["data"] = [1e400]
-    raw = orjson.dumps(body).replace(b"1e400", b"1e999")
-    response = client.post(
-        f"/v2/models/{champion.settings.model_name}/infer",
-        content=raw,
-        headers={"content-type": "application/json"},
+    body["inputs"][3]["data"] = [12345.5]
+    cases = (
+        (b"1e999", "number is infinity"),
+        (b"null", "inputs[3].data[0]: expected a number, got NoneType"),
     )
-    assert response.status_code == 400
-    assert "inputs[3].data[0]: expected a finite number" in response.json()["error"]
+    for literal, message in cases:
+        response = client.post(
+            f"/v2/models/{champion.settings.model_name}/infer",
+            content=orjson.dumps(body).replace(b"12345.5", literal),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert message in response.json()["error"]  # overflow: invalid JSON; null: named in the tensor
 
 
 def infer_error(client: TestClient, name: str, body: Any) -> tuple[int, str]:
@@ -210,8 +216,8 @@ def test_bad_infer_requests_get_400_naming_the_field(
         (changed(1, datatype="BYTES"), "inputs[1].datatype: expected FP64 for 'mean_texture', got 'BYTES'"),
         (changed(2, shape=[1, 3]), "inputs[2].shape: expected [n] or [n, 1]"),
         (changed(2, data=[1.0, 2.0]), "inputs[2].data: expected 1 values for shape [1, 1], got 2"),
-        (changed(4, data=["x"]), "inputs[4].data[0]: expected a number, got 'x'"),
-        (changed(5, data=[True]), "inputs[5].data[0]: expected a number, got True"),
+        (changed(4, data=["x"]), "inputs[4].data[0]: expected a number, got str 'x'"),
+        (changed(5, data=[True]), "inputs[5].data[0]: expected a number, got bool True"),
         ({"inputs": good["inputs"][:-1]}, "inputs: missing tensors for ['worst_fractal_dimension']"),
         ({**good, "outputs": [{"name": "logits"}]}, "outputs: unknown ['logits']"),
     ]
@@ -288,3 +294,52 @@ def test_the_deploy_checks_requests_are_logged_and_marked(
     assert records[probe["request_id"]]["probe"] is True
     assert records[probe_infer.json()["parameters"]["request_id"]]["probe"] is True
     assert "probe" not in records[consumer["request_id"]]
+
+
+def binary_body(rows: list[dict[str, Any]], **fields: Any) -> tuple[bytes, dict[str, str]]:
+    columns = {name: np.array([r[name] for r in rows]) for name in SPEC.feature_names}
+    return binary_request(columns, **fields)
+
+
+def test_binary_tensors_in_and_out_give_the_json_answers(
+    client: TestClient, champion: Registered, split: datasets.Split
+) -> None:
+    rows = datasets.records(split.holdout.head(4), SPEC)
+    path = f"/v2/models/{champion.settings.model_name}/infer"
+    as_json = client.post(path, json=infer_body(rows)).json()
+    body, headers = binary_body(rows, id="req-1")
+    as_binary = client.post(path, content=body, headers=headers)
+    assert as_binary.status_code == 200, as_binary.text
+    assert as_binary.json()["outputs"] == as_json["outputs"]
+    assert as_binary.json()["id"] == "req-1"
+    body, headers = binary_body(rows, parameters={"binary_data_output": True})
+    raw = client.post(path, content=body, headers=headers)
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/octet-stream"
+    decoded = read_binary_response(raw.content, raw.headers[BINARY_HEADER])
+    assert [o["data"] for o in decoded["outputs"]] == [o["data"] for o in as_json["outputs"]]
+    assert decoded["parameters"]["run_id"] == champion.run_id and decoded["model_version"] == champion.version
+
+
+def test_bad_binary_requests_get_400_naming_the_problem(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    path = f"/v2/models/{champion.settings.model_name}/infer"
+    body, headers = binary_body([record])
+    head_length = int(headers[BINARY_HEADER])
+    nan = np.array([math.nan]).tobytes()
+    cases = [
+        (body + b"\0" * 8, headers, "body: 8 bytes of binary data no input claims"),
+        (body[:-8], headers, "inputs[29].parameters.binary_data_size: 8 bytes, but only 0 are left"),
+        (body[:head_length] + nan + body[head_length + 8 :], headers, "inputs[0].data[0]: expected a finite"),
+        (body, {**headers, BINARY_HEADER: str(len(body) + 1)}, "Inference-Header-Content-Length: expected"),
+        (body, {**headers, BINARY_HEADER: "12"}, "body: invalid JSON"),
+        (
+            body.replace(b'"binary_data_size":8', b'"binary_data_size":4', 1),
+            headers,
+            "inputs[0].parameters.binary_data_size: expected 8 bytes for 1 FP64 values, got 4",
+        ),
+    ]
+    for content, sent_headers, message in cases:
+        response = client.post(path, content=content, headers=sent_headers)
+        assert response.status_code == 400, (message, response.text)
+        assert response.json()["error"].startswith(message), (message, response.json())
