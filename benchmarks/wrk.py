@@ -1,4 +1,4 @@
-"""wrk (Debian's package) as the load generator: closed loop, N connections, a JSON body from a file."""
+"""wrk (Debian's package) as the load generator: closed loop, N connections, a body from a file."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+for name, value in string.gmatch(os.getenv("WRK_HEADERS") or "", "([^:\\n]+): ([^\\n]+)") do
+  wrk.headers[name] = value
+end
 """
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -63,7 +66,15 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(url: str, body: Path, connections: int, seconds: float, workdir: Path) -> WrkResult:
+def run(
+    url: str,
+    body: Path,
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
+    """``connections`` connections, each sending ``body`` again as soon as its answer is in."""
     script = workdir / "post.lua"
     script.write_text(SCRIPT)
     command = [
@@ -75,6 +86,10 @@ def run(url: str, body: Path, connections: int, seconds: float, workdir: Path) -
         capture_output=True,
         text=True,
         check=True,
-        env={"WRK_BODY": str(body), "PATH": "/usr/bin:/bin"},
+        env={
+            "WRK_BODY": str(body),
+            "WRK_HEADERS": "\n".join(f"{k.title()}: {v}" for k, v in (headers or {}).items()),
+            "PATH": "/usr/bin:/bin",
+        },
     )
     return parse(done.stdout, connections)

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     serve_port: int = Field(default=3000, ge=1, le=65535)
     serve_start_timeout_s: float = Field(default=120.0, gt=0)
     serve_workers: int = Field(default=2, ge=1, le=64, description="bentoml serve worker processes.")
-    swap_poll_s: float = Field(default=2.0, gt=0, description="How often each worker checks the alias.")
+    swap_poll_s: float = Field(default=1.0, gt=0, description="How often each worker checks the alias.")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Larger bodies get a 413.")
     inference_log_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Segment rotation size.")
     api_key: SecretStr | None = Field(

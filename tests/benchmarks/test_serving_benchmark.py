@@ -3,6 +3,7 @@
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,3 +150,13 @@ def test_the_table_gives_ratios_from_the_same_run() -> None:
     assert "| ours | 8 | 2,000 | 1.00 | 4.00 | 0 | 20.00x | 1.00x |" in text
     assert "| ours, OIP infer, binary tensors | 250,000 | 62% | | | |" in text
     assert "| ours | 100,000 | 25% | 1.0 | 100 | 110 |" in text
+
+
+def test_the_alias_watch_sees_when_the_alias_moved() -> None:
+    versions = iter(["1"] * 3 + ["2"] * 1000)
+    with rollout.AliasWatch(lambda: next(versions), every_s=0.01) as watch:
+        time.sleep(0.3)
+    assert [v for _, v in watch.seen] == ["1", "2"]
+    moved = watch.moved_to("2", after=0)
+    assert moved is not None and moved > watch.seen[0][0]
+    assert watch.moved_to("3", after=0) is None

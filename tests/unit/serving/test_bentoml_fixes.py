@@ -84,7 +84,7 @@ def test_each_worker_gets_its_own_listener_and_the_shared_one_stops() -> None:
     try:
         for sock in own:
             assert sock.getsockname() == address
-            sock.listen(16)
+            sock.listen(128)
             sock.setblocking(False)
         clients = [socket.create_connection(address, timeout=5) for _ in range(32)]
         time.sleep(0.1)
