@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -50,7 +51,7 @@ class TensorSpec:
 _NUMBER_TYPES = frozenset({int, float})
 
 
-def _first(values: Sequence[Any], bad: Any) -> int:
+def _first(values: Sequence[Any], bad: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(values) if bad(v))
 
 
@@ -67,25 +68,33 @@ def field_of(prefix: str, suffix: str = "") -> Callable[[int], str]:
     return lambda i: f"{prefix}[{i}]{suffix}"
 
 
-def numbers(values: Sequence[Any], dtype: type, where: Callable[[int], str]) -> np.ndarray:
-    """Numbers to a 1-D array of ``dtype``: bools, strings, nulls and non-finite values are refused.
+def _bad_number(rows: Sequence[Sequence[Any]], where: Callable[[int, int], str]) -> InputError:
+    """The first value of ``rows`` that is not a finite number, named (the slow path, for the message)."""
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if type(value) not in _NUMBER_TYPES:
+                return InputError(where(i, j), f"expected a number, got {type(value).__name__} {value!r:.40}")
+            if _overflows(value) or not np.isfinite(value):
+                return InputError(where(i, j), f"expected a finite number, got {value!r:.40}")
+    return InputError(where(0, 0), "expected numbers")
 
-    One pass over the values' types and one conversion, both in C; the per-value loop runs only to name
-    the first bad value. ``where(i)`` is the field name of value ``i`` for the message.
+
+def number_block(rows: Sequence[Sequence[Any]], where: Callable[[int, int], str]) -> np.ndarray:
+    """Equal-length rows of numbers to one float64 array: bools, strings, nulls, non-finite refused.
+
+    One pass over the values' types, one conversion and one finiteness test, all in C, however many
+    features and rows; only a bad request walks the values in Python, to name the first bad one as
+    ``where(row, column)``.
     """
-    if not set(map(type, values)) <= _NUMBER_TYPES:  # bool is not int here: type(True) is bool
-        i = _first(values, lambda v: type(v) not in _NUMBER_TYPES)
-        raise InputError(where(i), f"expected a number, got {type(values[i]).__name__} {values[i]!r:.40}")
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:  # type(True) is bool, not int
+        raise _bad_number(rows, where)
     try:
-        array = np.array(values, dtype=np.float64)
+        block = np.array(rows, dtype=np.float64)
     except OverflowError:  # an integer beyond float range
-        i = _first(values, _overflows)
-        raise InputError(where(i), f"expected a finite number, got {values[i]!r:.40}") from None
-    finite = np.isfinite(array)
-    if not finite.all():
-        i = int(np.flatnonzero(~finite)[0])
-        raise InputError(where(i), f"expected a finite number, got {values[i]}")
-    return array if dtype is np.float64 else array.astype(dtype)
+        raise _bad_number(rows, where) from None
+    if not np.isfinite(block).all():
+        raise _bad_number(rows, where)
+    return block
 
 
 def strings(values: Sequence[Any], where: Callable[[int], str]) -> np.ndarray:
@@ -114,17 +123,29 @@ def _check_names(records: Sequence[Mapping[str, Any]], expected: set[str]) -> No
 
 
 def _columns(records: Sequence[Mapping[str, Any]], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """Records -> columns in C: ``itemgetter`` per record, then ``zip(*rows)`` transposes."""
-    names = [spec.name for spec in specs]
-    rows = list(map(itemgetter(*names), records)) if len(names) > 1 else [(r[names[0]],) for r in records]
-    feeds = {}
-    for spec, column in zip(specs, zip(*rows, strict=True), strict=True):
-        where = field_of("records", f".{spec.name}")
-        values = (
-            numbers(column, NUMPY_DTYPES[spec.datatype], where) if spec.is_numeric else strings(column, where)
+    """Records -> columns: ``itemgetter`` per record, all numeric features checked as one block."""
+    numeric = [spec for spec in specs if spec.is_numeric]
+    feeds: dict[str, np.ndarray] = {}
+    if numeric:
+        names = [spec.name for spec in numeric]
+        rows = (
+            [tuple(r[n] for n in names) for r in records]
+            if len(names) == 1
+            else [*map(itemgetter(*names), records)]
         )
-        feeds[spec.name] = values.reshape(-1, 1)
-    return feeds
+        block = np.ascontiguousarray(number_block(rows, lambda i, j: f"records[{i}].{names[j]}").T)
+        for spec, column in zip(numeric, block, strict=True):
+            feeds[spec.name] = typed(column, spec).reshape(-1, 1)
+    for spec in specs:
+        if not spec.is_numeric:
+            column = [record[spec.name] for record in records]
+            feeds[spec.name] = strings(column, field_of("records", f".{spec.name}")).reshape(-1, 1)
+    return {spec.name: feeds[spec.name] for spec in specs}
+
+
+def typed(column: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    dtype = NUMPY_DTYPES[spec.datatype]
+    return column if dtype is np.float64 else column.astype(dtype)
 
 
 def feeds_from_records(

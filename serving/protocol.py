@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.features import NUMPY_DTYPES, InputError, TensorSpec, field_of, numbers, strings
+from models.features import NUMPY_DTYPES, InputError, TensorSpec, field_of, number_block, strings, typed
 
 NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT8"})
 NUMPY_TO_DATATYPE = {
@@ -32,6 +32,9 @@ NUMPY_TO_DATATYPE = {
 
 
 BINARY_HEADER = "inference-header-content-length"
+_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
+_BINARY_TENSOR_KEYS = frozenset({"name", "shape", "datatype"})
+_KEY_ORDER = ("name", "shape", "datatype", "data")
 WIRE_DTYPES = {
     "FP64": "<f8",
     "FP32": "<f4",
@@ -128,11 +131,11 @@ def _length_prefixed(where: str, chunk: memoryview, count: int) -> list[Any]:
 
 def _rows_from_shape(field: str, shape: Any) -> int:
     valid = (
-        isinstance(shape, list)
-        and len(shape) in (1, 2)
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        type(shape) is list
+        and 1 <= len(shape) <= 2
+        and type(shape[0]) is int  # not bool, not float
         and shape[0] >= 1
-        and (len(shape) == 1 or shape[1] == 1)
+        and (len(shape) == 1 or (type(shape[1]) is int and shape[1] == 1))
     )
     if not valid:
         raise InputError(field, f"expected [n] or [n, 1] with n >= 1, got {shape!r:.60}")
@@ -140,9 +143,9 @@ def _rows_from_shape(field: str, shape: Any) -> int:
 
 
 def _flatten(field: str, data: Any) -> list[Any]:
-    if not isinstance(data, list):
+    if type(data) is not list:
         raise InputError(field, f"expected a list of values, got {type(data).__name__}")
-    if data and all(isinstance(v, list) for v in data):  # nested [[v], [v], ...] for shape [n, 1]
+    if data and type(data[0]) is list and all(type(v) is list for v in data):  # [[v], [v], ...]: [n, 1]
         if any(len(v) != 1 for v in data):
             raise InputError(field, "expected one value per row")
         return [v[0] for v in data]
@@ -162,22 +165,21 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
     specs = {spec.name: spec for spec in inputs}
     raw = _Binary(binary)
     feeds: dict[str, np.ndarray] = {}
+    numeric: list[tuple[str, TensorSpec, list[Any]]] = []  # JSON numbers, checked together below
     rows: int | None = None
     for index, tensor in enumerate(tensors):
         where = f"inputs[{index}]"
-        if not isinstance(tensor, dict):
+        if type(tensor) is not dict:
             raise InputError(where, "expected an object {name, shape, datatype, data}")
-        size = _binary_size(where, tensor)
-        missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
-        if size is not None and missing == ["data"]:
-            missing = []
-        if missing:
-            raise InputError(where, f"missing {missing}")
+        size = _binary_size(where, tensor) if "parameters" in tensor else None
+        if not tensor.keys() >= _TENSOR_KEYS and (size is None or not tensor.keys() >= _BINARY_TENSOR_KEYS):
+            needed = _TENSOR_KEYS if size is None else _BINARY_TENSOR_KEYS
+            raise InputError(where, f"missing {[k for k in _KEY_ORDER if k in needed and k not in tensor]}")
         name, datatype = tensor["name"], tensor["datatype"]
-        spec = specs.get(name) if isinstance(name, str) else None
+        spec = specs.get(name) if type(name) is str else None
         if spec is None:
             raise InputError(f"{where}.name", f"unknown input {name!r:.60}; expected one of {sorted(specs)}")
-        if name in feeds:
+        if name in feeds or any(name == seen for seen, _, _ in numeric):
             raise InputError(f"{where}.name", f"input {name!r} given twice")
         if spec.is_numeric and datatype not in NUMERIC_DATATYPES:
             raise InputError(
@@ -190,17 +192,24 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
             raise InputError(f"{where}.shape", f"{count} rows, but the other inputs have {rows}")
         rows = count
         if size is not None:
-            values = _binary_values(where, raw.take(where, size), datatype, count, spec)
+            feeds[name] = _binary_values(where, raw.take(where, size), datatype, count, spec).reshape(-1, 1)
+            continue
+        data = _json_data(where, tensor, count)
+        if spec.is_numeric:
+            numeric.append((where, spec, data))
         else:
-            values = _json_values(where, tensor, count, spec)
-        feeds[name] = values.reshape(-1, 1)
+            feeds[name] = strings(data, field_of(f"{where}.data")).reshape(-1, 1)
     raw.finish()
+    if numeric:  # one type pass, one conversion, one finiteness test for every JSON tensor
+        block = number_block([data for _, _, data in numeric], lambda i, j: f"{numeric[i][0]}.data[{j}]")
+        for (_, spec, _), values in zip(numeric, block, strict=True):
+            feeds[spec.name] = typed(values, spec).reshape(-1, 1)
     absent = sorted(set(specs) - set(feeds))
     if absent:
         raise InputError("inputs", f"missing tensors for {absent}")
     return InferRequest(
         id=request_id,
-        feeds=feeds,
+        feeds={spec.name: feeds[spec.name] for spec in inputs},
         rows=rows or 0,
         outputs=_requested_outputs(body),
         binary_output=_binary_output(body),
@@ -219,14 +228,13 @@ def _binary_size(where: str, tensor: dict[str, Any]) -> Any:
     return size
 
 
-def _json_values(where: str, tensor: dict[str, Any], count: int, spec: TensorSpec) -> np.ndarray:
+def _json_data(where: str, tensor: dict[str, Any], count: int) -> list[Any]:
     data = _flatten(f"{where}.data", tensor["data"])
     if len(data) != count:
         raise InputError(
             f"{where}.data", f"expected {count} values for shape {tensor['shape']}, got {len(data)}"
         )
-    at = field_of(f"{where}.data")
-    return numbers(data, NUMPY_DTYPES[spec.datatype], at) if spec.is_numeric else strings(data, at)
+    return data
 
 
 def _binary_output(body: dict[str, Any]) -> bool:
