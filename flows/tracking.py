@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the settings' store and make sure the experiment exists; return a client."""
     settings.state_path.mkdir(parents=True, exist_ok=True)
+    # MLflow prints "View run ... at: <tracking URI>" after each run, credentials in the URI included.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
     uri = settings.resolved_tracking_uri

@@ -17,6 +17,10 @@ Task = Literal["classification", "regression"]
 DEMO_PREFIX = "demo:"
 
 
+class UnreadableDataError(ValueError):
+    """The data source is a file, but not a table this project can read (empty, binary, another format)."""
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     name: str
@@ -35,6 +39,10 @@ class DatasetSpec:
     target_values: tuple[int | str, ...] = ()
     min_rows: int = 50
     description: str = ""
+    # Data-quality thresholds of the validation stage (flows/validate.py):
+    allow_extra_columns: bool = False  # columns beyond the features and the target fail the schema check
+    max_duplicate_share: float = 0.05  # share of rows that repeat another row in full
+    max_single_feature_score: float = 0.99  # one feature alone predicting the target this well is leakage
 
     @property
     def feature_names(self) -> list[str]:
@@ -251,11 +259,19 @@ def load_frame(source: str) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"data source {source!r} is not a file")
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
-    raise ValueError(f"data source {source!r}: expected a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in {".parquet", ".pq", ".csv"}:
+        raise UnreadableDataError(f"data source {source!r}: expected a .csv or .parquet file")
+    if path.stat().st_size == 0:
+        raise UnreadableDataError(f"data source {source!r} is an empty file")
+    try:
+        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except (ValueError, OSError) as exc:  # parser errors, UnicodeDecodeError, Arrow's: all ValueErrors
+        problem = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise UnreadableDataError(
+            f"data source {source!r} is not a readable {suffix.lstrip('.')} table: "
+            f"{type(exc).__name__}: {problem}"
+        ) from None
 
 
 def digest(frame: pd.DataFrame) -> str:

@@ -6,10 +6,18 @@ Values come from environment variables prefixed ``MLOPS_`` (for example ``MLOPS_
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_USERINFO = re.compile(r"://[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user and password of any URI in it replaced: safe for logs and errors."""
+    return _USERINFO.sub("://***@", text)
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,4 @@
-"""ASGI pieces that sit in front of every route: body size limit and the optional API key.
+"""ASGI pieces that sit in front of every route: body size limit, the optional API key, JSON errors.
 
 Both read their setting when the server builds its app (in each worker), not at import.
 """
@@ -128,3 +128,66 @@ class ApiKeyMiddleware:
             )
             return
         await self.app(scope, receive, send)
+
+
+def _error_text(body: bytes) -> str:
+    """What a framework's own error body says: its ``detail`` (FastAPI), else its text (Starlette)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace").strip()[:200]
+    detail = parsed.get("detail") if isinstance(parsed, dict) else None
+    return detail if isinstance(detail, str) else orjson.dumps(parsed).decode()[:200]
+
+
+def _has_error_message(body: bytes) -> bool:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("error"), str) and bool(parsed["error"])
+
+
+class JsonErrorMiddleware:
+    """Every 4xx and 5xx leaves as JSON with an ``error`` message, like the service's own errors.
+
+    The service answers ``{"error": ...}`` itself; what it does not route (a path outside its app, such as
+    one with a control character, or a method a route does not take) is answered by Starlette or BentoML as
+    plain text or ``{"detail": ...}``: those are rewritten, keeping their status and headers.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewriting_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message  # held until the whole (small) error body is known
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._send_error(scope, start, b"".join(chunks), send)
+
+        await self.app(scope, receive, rewriting_send)
+
+    @staticmethod
+    async def _send_error(scope: Scope, start: Message, body: bytes, send: Send) -> None:
+        if _has_error_message(body):
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        what = _error_text(body) or f"HTTP {start['status']}"
+        error = f"{scope.get('method', '')} {scope.get('path', '')}: {what}".strip()
+        replaced = (b"content-type", b"content-length")
+        kept = tuple((k, v) for k, v in start.get("headers", []) if k.lower() not in replaced)
+        await send_json(send, start["status"], {"error": error}, kept)

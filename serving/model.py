@@ -17,6 +17,7 @@ import onnxruntime as ort
 from models.features import ONNX_TO_DATATYPE, TensorSpec, feeds_from_records
 from models.registry import CHAMPION, GOLDEN_ARTIFACT, Tag
 from models.runtime import make_session
+from models.settings import redact
 
 
 class ModelUnavailableError(RuntimeError):
@@ -34,8 +35,9 @@ class ModelRef:
 
 
 def _registry_error(model_name: str, alias: str, exc: Exception) -> ModelUnavailableError:
+    """MLflow's message names the URI it called, credentials included: they are taken out."""
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-    return ModelUnavailableError(f"{model_name}@{alias}: {message}")
+    return ModelUnavailableError(redact(f"{model_name}@{alias}: {message}"))
 
 
 def alias_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> str:

@@ -176,6 +176,8 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
             needed = _TENSOR_KEYS if size is None else _BINARY_TENSOR_KEYS
             raise InputError(where, f"missing {[k for k in _KEY_ORDER if k in needed and k not in tensor]}")
         name, datatype = tensor["name"], tensor["datatype"]
+        if type(datatype) is not str:  # a list or object would not even hash
+            raise InputError(f"{where}.datatype", f"expected a string, got {type(datatype).__name__}")
         spec = specs.get(name) if type(name) is str else None
         if spec is None:
             raise InputError(f"{where}.name", f"unknown input {name!r:.60}; expected one of {sorted(specs)}")

@@ -32,7 +32,7 @@ from models.features import ONNX_TO_DATATYPE, InputError
 from models.settings import Settings
 from serving import bentoml_fixes, metrics
 from serving.follower import Follower
-from serving.http import PROBE_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
+from serving.http import PROBE_HEADER, ApiKeyMiddleware, BodyLimitMiddleware, JsonErrorMiddleware
 from serving.inference_log import InferenceLog, InferenceLogError
 from serving.model import LoadedModel
 from serving.protocol import (
@@ -382,3 +382,4 @@ class ModelService:
 
 ModelService.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
 ModelService.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]
+ModelService.add_asgi_middleware(JsonErrorMiddleware)  # type: ignore[attr-defined]

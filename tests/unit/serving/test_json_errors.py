@@ -1,0 +1,51 @@
+"""JsonErrorMiddleware on a real Starlette app: the framework's own plain-text and ``detail`` errors leave
+as ``{"error": ...}`` with their status and headers; the service's own errors and successes pass as is."""
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from serving.http import JsonErrorMiddleware
+
+
+async def ok(_: Request) -> Response:
+    return PlainTextResponse("fine")
+
+
+async def own_error(_: Request) -> Response:
+    return JSONResponse({"error": "records: expected a list"}, status_code=400)
+
+
+async def detail_error(_: Request) -> Response:
+    return JSONResponse({"detail": "Not allowed here"}, status_code=403)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    routes = [Route("/ok", ok), Route("/own", own_error, methods=["POST"]), Route("/detail", detail_error)]
+    app = JsonErrorMiddleware(Starlette(routes=routes))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_unknown_route_and_wrong_method_become_json_errors(client: TestClient) -> None:
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"
+    assert missing.json() == {"error": "GET /nowhere: Not Found"}
+    wrong = client.get("/own")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json() == {"error": "GET /own: Method Not Allowed"}
+    assert int(wrong.headers["content-length"]) == len(wrong.content)
+
+
+def test_detail_bodies_are_rewritten_and_own_errors_and_successes_pass(client: TestClient) -> None:
+    assert client.get("/detail").json() == {"error": "GET /detail: Not allowed here"}
+    assert client.post("/own").json() == {"error": "records: expected a list"}
+    success = client.get("/ok")
+    assert success.status_code == 200 and success.text == "fine"
