@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup tools demo stack test stop status lint format typecheck clean bench-serving bench-pipeline bench-rollout
+.PHONY: setup tools demo stack test stop status lint format typecheck clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup:
@@ -41,6 +41,15 @@ bench-pipeline: setup
 
 bench-rollout: setup
 	$(RUN) python -m benchmarks.rollout
+
+# Every fault under steady load, registry down for a full minute (~6 min).
+bench-faults: setup
+	$(RUN) python -m benchmarks.faults
+
+# 30 minutes at 200 req/s with a deploy or rollback every 150 s; MINUTES=3 for a short one.
+MINUTES ?= 30
+bench-soak: setup
+	$(RUN) python -m benchmarks.soak --minutes $(MINUTES)
 
 stop: setup
 	$(RUN) mlops stop

@@ -152,5 +152,7 @@ def register_broken_version(
         run_id=base.run_id,
         tags=tags,
         description=f"FAULT INJECTED ({kind}) from version {base_version}",
+        # a tracking server refuses a models:/ source without the id of the model it names
+        model_id=base.model_id or str(base.source).removeprefix("models:/"),
     )
     return str(version.version)

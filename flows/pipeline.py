@@ -6,6 +6,7 @@ Each task is a thin wrapper around a plain function in its stage module; the flo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from uuid import UUID
 
+import httpx
 import mlflow.artifacts
 import pandas as pd
 import prefect.runtime.flow_run
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
@@ -33,7 +36,7 @@ from flows.tracking import alias_version, connect, experiment_id, git_commit
 from models import datasets
 from models.recipes import get_recipe
 from models.registry import CHALLENGER, CHAMPION, PROFILE_ARTIFACT, Tag
-from models.settings import Settings
+from models.settings import Settings, redact
 
 Promotion = Literal["auto", "approval", "none"]
 DeployTarget = Literal["local", "fleet"]
@@ -44,7 +47,9 @@ class PipelineResult:
     model_name: str
     version: str | None
     run_id: str | None
-    verdict: str  # "champion", "challenger", "rejected" (gate), "declined" (reviewer or timeout)
+    # "champion", "challenger", "rejected" (gate), "declined" (reviewer or timeout), "superseded" (another
+    # run promoted a newer version while this one deployed)
+    verdict: str
     reasons: list[str]
     champion: str | None
     served_url: str | None
@@ -58,10 +63,42 @@ def _log(stage: str, message: str, *args: object) -> None:
     get_run_logger().info(f"stage={stage} " + message, *args)
 
 
+class RegistryUnavailableError(RuntimeError):
+    """The MLflow tracking server does not answer: nothing can be trained, registered or promoted."""
+
+
+def registry_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise RegistryUnavailableError unless the tracking server answers ``/health`` (local store: no-op)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        status = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s).status_code
+    except httpx.HTTPError as exc:
+        raise RegistryUnavailableError(
+            redact(
+                f"the MLflow registry at {uri} is unreachable ({type(exc).__name__}: {exc}); "
+                "nothing was trained or registered"
+            )
+        ) from None
+    if status != 200:
+        raise RegistryUnavailableError(redact(f"the MLflow registry at {uri} answers /health with {status}"))
+
+
+@task(cache_policy=NONE)
+def check_registry(settings: Settings) -> None:
+    """First, before any data is read: a run started while the registry is down fails clearly and retries."""
+    registry_reachable(settings.resolved_tracking_uri)
+    _log("registry", "tracking=%s reachable", redact(settings.resolved_tracking_uri))
+
+
 @task(cache_policy=NONE)
 def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame, validate.ValidationReport]:
-    frame = datasets.load_frame(source)
-    report = validate.validate_frame(frame, spec)
+    try:
+        frame = datasets.load_frame(source)
+    except datasets.UnreadableDataError as exc:  # not a table at all: a report all the same
+        frame, report = pd.DataFrame(), validate.unreadable_report(spec, str(exc))
+    else:
+        report = validate.validate_frame(frame, spec)
     create_markdown_artifact(
         report.to_markdown(), key=_artifact_key("data-validation", spec.name), description=report.summary
     )
@@ -100,11 +137,66 @@ def train_model(
     return result, pipeline
 
 
+def training_key(data_digest: str, recipe: str) -> str:
+    """Two trainings of the same recipe (its parameters are fixed by its name) on the same data."""
+    return hashlib.sha256(f"{data_digest}|{recipe}".encode()).hexdigest()[:16]
+
+
+# A flow run in one of these states will not finish what it started: its version may be taken over.
+ABANDONED = {"CRASHED", "FAILED", "CANCELLED"}
+
+
+def flow_run_state(flow_run_id: str) -> str | None:
+    """The run's state type on this Prefect server; None when it cannot say (unknown run, no server)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as prefect_client:
+            state = prefect_client.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # noqa: BLE001 - not known here: never taken over
+        return None
+    return state.type.value if state is not None else None
+
+
+def resumable_version(
+    client: MlflowClient, model_name: str, key: str, flow_run_id: str
+) -> tuple[str, str] | None:
+    """(version, run id) of this training registered by this flow run (a retry) or by an abandoned one.
+
+    A rerun after a crash takes that version over instead of registering a duplicate; a version of a run
+    still in progress, or of one that completed, is left alone (a deliberate rerun registers anew).
+    """
+    versions = client.search_model_versions(f"name='{model_name}'")
+    for found in sorted(versions, key=lambda v: -int(v.version)):
+        tags = found.tags
+        owner = tags.get(Tag.FLOW_RUN)
+        if tags.get(Tag.TRAINING_KEY) != key or not owner:
+            continue
+        if owner == flow_run_id or flow_run_state(owner) in ABANDONED:
+            return str(found.version), str(found.run_id)
+    return None
+
+
 @task(cache_policy=NONE)
-def register_version(settings: Settings, result: train.TrainResult, tags: dict[str, str]) -> str:
-    version = register.register(connect(settings), settings.model_name, result, tags)
+def register_version(settings: Settings, result: train.TrainResult, tags: dict[str, str]) -> tuple[str, str]:
+    """Register a new version, or take over the one an abandoned run left for the same training."""
+    client = connect(settings)
+    flow_run_id = str(prefect.runtime.flow_run.id)
+    found = resumable_version(client, settings.model_name, tags[Tag.TRAINING_KEY], flow_run_id)
+    if found is not None:
+        version, run_id = found
+        client.delete_run(result.run_id)  # this attempt's duplicate training run; the version's run stays
+        _log(
+            "register",
+            "model=%s version=%s run=%s reused (same data and recipe, left by an abandoned run)",
+            settings.model_name,
+            version,
+            run_id,
+        )
+        return version, run_id
+    version = register.register(client, settings.model_name, result, {**tags, Tag.FLOW_RUN: flow_run_id})
     _log("register", "model=%s version=%s run=%s", settings.model_name, version, result.run_id)
-    return version
+    return version, result.run_id
 
 
 @task(cache_policy=NONE)
@@ -153,7 +245,10 @@ def run_gate(
     config: gate.GateConfig,
 ) -> gate.GateResult:
     result = gate.evaluate_gate(metrics, conversion, conversion.latency, champion, config)
-    gate.record_gate(connect(settings), settings.model_name, version, result)
+    client = connect(settings)
+    gate.record_gate(client, settings.model_name, version, result)
+    compared = champion.version if champion is not None else "none"
+    client.set_model_version_tag(settings.model_name, version, Tag.GATE_CHAMPION, compared)
     create_table_artifact(
         result.table(),
         key=_artifact_key("gate", settings.model_name),
@@ -204,9 +299,20 @@ def record_declined(settings: Settings, version: str, decision: promote.Decision
 
 @task(cache_policy=NONE)
 def promote_version(
-    settings: Settings, version: str, decision: promote.Decision, force: bool = False
+    settings: Settings,
+    version: str,
+    decision: promote.Decision,
+    force: bool = False,
+    expected_champion: str | None = promote.ANY,
 ) -> str | None:
-    previous = promote.promote(connect(settings), settings.model_name, version, decision, force=force)
+    previous = promote.promote(
+        connect(settings),
+        settings.model_name,
+        version,
+        decision,
+        force=force,
+        expected_champion=expected_champion,
+    )
     _log("promote", "version=%s verdict=champion previous=%s by=%s", version, previous, decision.by)
     return previous
 
@@ -268,10 +374,11 @@ def deploy_version(
     replica_urls: list[str],
     checks: DeployChecks,
     triggered_by: str,
+    expected_champion: str | None = promote.ANY,
 ) -> rollout.DeploymentRecord:
     """Make the replicas serve ``version`` and prove it; roll back automatically if any check fails."""
     plan = _rollout(settings, replicas_for(settings, target, replica_urls), checks)
-    return plan.deploy(version, triggered_by)
+    return plan.deploy(version, triggered_by, expected_champion)
 
 
 @task(cache_policy=NONE)
@@ -305,6 +412,74 @@ def check_parameters(spec: datasets.DatasetSpec, recipe: str, config: gate.GateC
         raise ValueError("invalid pipeline parameters: " + "; ".join(problems))
 
 
+GATE_ATTEMPTS = 3  # gate and promote again when another run moved the champion meanwhile
+
+
+@dataclass(frozen=True)
+class Gated:
+    champion: gate.ChampionScores | None  # what the gate compared against
+    verdict: gate.GateResult
+    decision: promote.Decision | None  # None: promotion "none", or the gate rejected the version
+    promoted: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the gate and the promotion need to know about the version being decided."""
+
+    settings: Settings
+    version: str
+    split: datasets.Split
+    metrics: dict[str, float]
+    conversion: convert.ConvertResult
+    validation: str
+
+
+def decide(
+    candidate: Candidate,
+    champion: gate.ChampionScores | None,
+    verdict: gate.GateResult,
+    promotion: Promotion,
+    approval_timeout_s: int,
+) -> promote.Decision | None:
+    if verdict.passed and promotion == "auto":
+        return promote.Decision(True, "pipeline (auto)", "passed the gate")
+    if verdict.passed and promotion == "approval":
+        evidence = promote.evidence_markdown(
+            candidate.settings.model_name,
+            candidate.version,
+            candidate.metrics,
+            champion,
+            candidate.validation,
+            verdict,
+        )
+        return request_approval(evidence, approval_timeout_s)
+    return None
+
+
+def gate_and_promote(
+    candidate: Candidate, config: gate.GateConfig, promotion: Promotion, approval_timeout_s: int
+) -> Gated:
+    """Gate against the current champion and move it only if it is still that champion (else gate again)."""
+    settings, version = candidate.settings, candidate.version
+    for attempt in range(1, GATE_ATTEMPTS + 1):
+        champion = score_champion(settings, candidate.split)
+        verdict = run_gate(settings, version, candidate.metrics, candidate.conversion, champion, config)
+        decision = decide(candidate, champion, verdict, promotion, approval_timeout_s)
+        if decision is None or not decision.approved:
+            return Gated(champion, verdict, decision, promoted=False)
+        expected = champion.version if champion is not None else None
+        try:
+            promote_version(settings, version, decision, expected_champion=expected)
+        except promote.PromotionSupersededError as exc:
+            _log("promote", "version=%s superseded (attempt %d/%d): %s", version, attempt, GATE_ATTEMPTS, exc)
+            continue
+        return Gated(champion, verdict, decision, promoted=True)
+    raise promote.PromotionSupersededError(
+        f"v{version}: the champion moved under every one of {GATE_ATTEMPTS} gate attempts; not promoted"
+    )
+
+
 @flow(name="training-pipeline", log_prints=True)
 def training_pipeline(
     data_source: str = "demo:breast_cancer",
@@ -316,12 +491,21 @@ def training_pipeline(
     deploy_target: DeployTarget | Literal["none"] = "local",
     replica_urls: list[str] | None = None,
     deploy_checks: DeployChecks | None = None,
+    registry_retries: int = 6,
+    registry_retry_delay_s: float = 10.0,
 ) -> PipelineResult:
-    """Validate data, train a recipe, register, convert to ONNX, gate, promote and deploy."""
+    """Validate data, train a recipe, register, convert to ONNX, gate, promote and deploy.
+
+    A registry that does not answer fails the first step clearly; it is retried ``registry_retries``
+    times, ``registry_retry_delay_s`` apart, before the run fails.
+    """
     settings = Settings()
     config = gate_config or gate.GateConfig()
     spec = datasets.get_spec(dataset)
     check_parameters(spec, recipe, config)
+    check_registry.with_options(retries=registry_retries, retry_delay_seconds=registry_retry_delay_s)(
+        settings
+    )
 
     frame, report = validate_data(data_source, spec)
     split = datasets.split(frame, spec)
@@ -337,24 +521,17 @@ def training_pipeline(
         validation=report.summary,
         git_commit=commit,
     )
-    version = register_version(settings, trained, tags)
-    conversion = convert_to_onnx(settings, pipeline, split, version, trained.run_id, config.parity_tolerance)
-    champion = score_champion(settings, split)
-    verdict = run_gate(settings, version, trained.metrics, conversion, champion, config)
-
-    decision: promote.Decision | None = None
-    if verdict.passed and promotion == "auto":
-        decision = promote.Decision(True, "pipeline (auto)", "passed the gate")
-    elif verdict.passed and promotion == "approval":
-        evidence = promote.evidence_markdown(
-            settings.model_name, version, trained.metrics, champion, report.summary, verdict
-        )
-        decision = request_approval(evidence, approval_timeout_s)
+    tags[Tag.TRAINING_KEY] = training_key(data_digest, recipe)
+    version, run_id = register_version(settings, trained, tags)
+    conversion = convert_to_onnx(settings, pipeline, split, version, run_id, config.parity_tolerance)
+    candidate = Candidate(settings, version, split, trained.metrics, conversion, report.summary)
+    gated = gate_and_promote(candidate, config, promotion, approval_timeout_s)
+    verdict, decision = gated.verdict, gated.decision
 
     facts = card.CardFacts(
         model_name=settings.model_name,
         version=version,
-        run_id=trained.run_id,
+        run_id=run_id,
         recipe=get_recipe(recipe),
         spec=spec,
         data_source=data_source,
@@ -363,7 +540,7 @@ def training_pipeline(
         validation=report.summary,
         git_commit=commit,
         metrics=trained.metrics,
-        champion=champion,
+        champion=gated.champion,
         gate=verdict,
         conversion=conversion,
         decision=decision,
@@ -372,9 +549,7 @@ def training_pipeline(
     def result(
         outcome: str, reasons: list[str], champion_version: str | None, url: str | None
     ) -> PipelineResult:
-        return PipelineResult(
-            settings.model_name, version, trained.run_id, outcome, reasons, champion_version, url
-        )
+        return PipelineResult(settings.model_name, version, run_id, outcome, reasons, champion_version, url)
 
     if not verdict.passed:
         write_model_card(settings, facts)
@@ -389,13 +564,23 @@ def training_pipeline(
         message = f"v{version} not promoted: {decision.by}: {decision.reason}"
         return ended("Declined", message, result("declined", [decision.reason], None, None))
 
-    promote_version(settings, version, decision)
     write_model_card(settings, facts)
     if deploy_target == "none":
         return result("champion", [], version, None)
-    deploy_version(
-        settings, version, deploy_target, replica_urls or [], deploy_checks or DeployChecks(), "pipeline"
-    )
+    try:
+        deploy_version(
+            settings,
+            version,
+            deploy_target,
+            replica_urls or [],
+            deploy_checks or DeployChecks(),
+            "pipeline",
+            expected_champion=version,
+        )
+    except rollout.DeploymentSupersededError as exc:
+        message = f"v{version} was promoted, then superseded before its deploy finished: {exc}"
+        newer = alias_version(connect(settings), settings.model_name, CHAMPION)
+        return ended("Superseded", message, result("superseded", [str(exc)], newer, None))
     url = settings.serve_url if deploy_target == "local" else ",".join(replica_urls or [])
     return result("champion", [], version, url)
 

@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.checks import CheckResult, DeployChecks, Replica, verify_replica
+from flows.promote import ANY, PromotionSupersededError, move_alias
 from flows.tracking import alias_version
 from models.registry import CHAMPION, Tag
 from models.settings import Settings
@@ -34,6 +35,10 @@ Action = Literal["deploy", "rollback"]
 
 class DeploymentFailedError(RuntimeError):
     """A deploy failed its checks (and was rolled back), or a rollback itself failed."""
+
+
+class DeploymentSupersededError(DeploymentFailedError):
+    """Another run moved ``champion`` while this one deployed: the alias is left where that run put it."""
 
 
 @dataclass(frozen=True)
@@ -164,14 +169,25 @@ class Rollout:
     def _verify(self, version: str) -> list[CheckResult]:
         return verify(self.replicas, self.settings.model_name, version, self.golden(version), self.checks)
 
-    def deploy(self, version: str, triggered_by: str) -> DeploymentRecord:
-        """Check that every replica serves ``version``; if any check fails, roll back and raise."""
+    def _move(self, version: str, expected: str | None) -> str | None:
+        try:
+            return move_alias(self.client, self.settings.model_name, CHAMPION, version, expected)
+        except PromotionSupersededError as exc:
+            raise DeploymentSupersededError(str(exc)) from exc
+
+    def deploy(
+        self, version: str, triggered_by: str, expected_champion: str | None = ANY
+    ) -> DeploymentRecord:
+        """Check that every replica serves ``version``; if any check fails, roll back and raise.
+
+        ``expected_champion``: move the alias only if it points there (a pipeline passes its own version:
+        if another run promoted meanwhile, DeploymentSupersededError and the alias stays).
+        """
         name = self.settings.model_name
         past = history(self.client, name)
         previous = next((v for v in reversed(past) if v != version), None)
         started = now()
-        if alias_version(self.client, name, CHAMPION) != version:
-            self.client.set_registered_model_alias(name, CHAMPION, version)
+        self._move(version, expected_champion)
         results = self._verify(version)
         checked_at = time.monotonic()
         entry = DeploymentRecord(
@@ -222,7 +238,7 @@ class Rollout:
         current = failed_version or alias_version(self.client, name, CHAMPION)
         started = now()
         since = failed_at if failed_at is not None else time.monotonic()
-        self.client.set_registered_model_alias(name, CHAMPION, to_version)
+        self._move(to_version, current)  # only from what failed (or was live): never over a newer move
         moved_s = time.monotonic() - since
         results = self._verify(to_version)
         passed = all(r.passed for r in results)

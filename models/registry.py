@@ -17,6 +17,8 @@ class Tag:
     DATA_VALIDATION: Final = "data.validation"
     RECIPE: Final = "train.recipe"
     RUN_ID: Final = "train.run_id"
+    TRAINING_KEY: Final = "train.key"  # digest of data and recipe: what makes two trainings the same
+    FLOW_RUN: Final = "pipeline.flow_run"  # the Prefect flow run that registered the version
     GIT_COMMIT: Final = "git.commit"
     ONNX_URI: Final = "onnx.model_uri"
     ONNX_PARITY: Final = "onnx.parity"
@@ -24,11 +26,13 @@ class Tag:
     GOLDEN_URI: Final = "golden.uri"
     GATE_VERDICT: Final = "gate.verdict"
     GATE_REASONS: Final = "gate.reasons"
+    GATE_CHAMPION: Final = "gate.champion"  # the champion version the gate compared against ("none")
     PROMOTION_DECISION: Final = "promotion.decision"
     PROMOTION_BY: Final = "promotion.by"
     PROMOTION_AT: Final = "promotion.at"
     PROMOTION_REASON: Final = "promotion.reason"
     PROMOTION_FORCED_BY: Final = "promotion.forced_by"
+    PROMOTION_PREVIOUS: Final = "promotion.previous"  # the champion this promotion replaced ("none")
     MODEL_CARD: Final = "model_card.uri"
     MONITOR_LAST: Final = "monitor.last"
     DEPLOYMENT_STATUS: Final = "deployment.status"

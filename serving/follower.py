@@ -9,6 +9,7 @@ remembered and not retried until the alias moves again; the old model keeps serv
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ from serving.model import (
 logger = logging.getLogger("mlops.serving")
 
 SELF_TEST_TOLERANCE = 1e-5
+# The poll is the follower's retry. MLflow's HTTP client would otherwise retry an unreachable tracking
+# server for about two minutes (7 attempts, backoff factor 2) inside one check, so a worker would notice a
+# recovered registry, and a deploy made right after, that much later.
+REGISTRY_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class SelfTestError(RuntimeError):
@@ -124,6 +129,8 @@ class Follower:
 
     def start(self) -> None:
         """Check now (so a worker is ready as soon as it can be), then keep following in a thread."""
+        for key, value in REGISTRY_CLIENT_ENV.items():
+            os.environ.setdefault(key, value)
         self.check()
         self._thread = threading.Thread(target=self._follow, name="alias-follower", daemon=True)
         self._thread.start()

@@ -2,10 +2,10 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.loadgen import command
 from flows.tracking import PROJECT_ROOT
 
 
@@ -14,10 +14,8 @@ def start_load(
 ) -> subprocess.Popen[str]:
     body_file = out.with_suffix(".body.json")
     body_file.write_text(json.dumps(body))
-    extra = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
-    command = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--body", str(body_file)]
-    command += ["--connections", str(connections), "--seconds", str(seconds), "--out", str(out), *extra]
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    argv = command(url, body_file, out, seconds, connections, **flags)
+    return subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
 
 
 def finish_load(process: subprocess.Popen[str], out: Path) -> list[dict[str, Any]]:
