@@ -26,3 +26,11 @@ def test_invalid_values_are_refused_on_start(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MLOPS_SERVE_PORT", "70000")
     with pytest.raises(ValidationError, match="serve_port"):
         Settings()
+
+
+def test_credentials_in_uris_are_redacted() -> None:
+    from models.settings import redact
+
+    text = "API request to http://mlops:s3cret@127.0.0.1:5000/api failed; db postgresql://u:p@h/db"
+    assert redact(text) == "API request to http://***@127.0.0.1:5000/api failed; db postgresql://***@h/db"
+    assert redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
