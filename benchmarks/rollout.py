@@ -144,10 +144,8 @@ def run(workdir: Path, slow_layers: int) -> list[dict[str, Any]]:
             ("deploy v1 -> v2", "1", "2"),
         ]
         timeline: list[tuple[str, str, float, float]] = []
-        champion = AliasWatch(
-            lambda: client.get_model_version_by_alias(settings.model_name, CHAMPION).version
-        )
-        with champion:
+        name = settings.model_name
+        with AliasWatch(lambda: str(client.get_model_version_by_alias(name, CHAMPION).version)) as champion:
             for label, old, new in swaps:
                 began = time.time()
                 if label.startswith("rollback"):

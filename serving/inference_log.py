@@ -28,7 +28,8 @@ import numpy as np
 import orjson
 
 SEGMENT_SUFFIX = ".jsonl"
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+_DUMP_OPTIONS = _DUMP | orjson.OPT_APPEND_NEWLINE
 
 
 class InferenceLogError(OSError):
@@ -84,6 +85,11 @@ class InferenceLog:
         self._size = 0
         return self._fd
 
+    @staticmethod
+    def encode(values: Mapping[str, Any]) -> orjson.Fragment:
+        """Tensors as the record will hold them, serialised ahead (``write`` embeds them as they are)."""
+        return orjson.Fragment(orjson.dumps({k: _to_jsonable(v) for k, v in values.items()}, option=_DUMP))
+
     def write(
         self,
         *,
@@ -93,7 +99,7 @@ class InferenceLog:
         run_id: str,
         route: str,
         latency_ms: float,
-        inputs: Mapping[str, Any],
+        inputs: Mapping[str, Any] | orjson.Fragment,
         outputs: Mapping[str, Any],
         rows: int,
         probe: bool = False,
@@ -103,7 +109,9 @@ class InferenceLog:
             "run_id": run_id,
             "rows": rows,
             "latency_ms": round(latency_ms, 3),
-            "inputs": {k: _to_jsonable(v) for k, v in inputs.items()},
+            "inputs": inputs
+            if isinstance(inputs, orjson.Fragment)
+            else {k: _to_jsonable(v) for k, v in inputs.items()},
             "outputs": {k: _to_jsonable(v) for k, v in outputs.items()},
         }
         if probe:  # the deploy checks' own requests: logged like any, left out of the monitor's window

@@ -14,10 +14,12 @@ The service never imports scikit-learn or Prefect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Annotated, Any
 
@@ -47,6 +49,9 @@ api = FastAPI(title="mlops-path inference", docs_url=None, redoc_url=None, opena
 SERVER_NAME = "mlops-path"
 JSON = "application/json"
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
+# From this many rows a request's inputs are written out for the inference log while onnxruntime runs
+# (it releases the GIL): 1,000 rows x 30 features take 0.6 ms to encode against 2.3 ms of inference.
+OVERLAP_ROWS = 64
 
 
 class ApiError(Exception):
@@ -183,6 +188,7 @@ class ModelService:
             on_event=metrics.alias_event,
         )
         self.follower.start()
+        self.inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         # Everything loaded so far (modules, BentoML, MLflow) lives as long as the process: out of the
         # collector's way, so that a gen-2 collection only walks what requests create.
         gc.collect()
@@ -194,6 +200,7 @@ class ModelService:
     @bentoml.on_shutdown
     def close(self) -> None:
         self.follower.stop()
+        self.inference_thread.shutdown(wait=True)
         self.log.close()
 
     # --- helpers -------------------------------------------------------------------------------------
@@ -213,6 +220,14 @@ class ModelService:
                 404, f"version: {version!r} is not loaded; this server serves version {model.ref.version}"
             )
         return model
+
+    async def _run(self, model: LoadedModel, feeds: dict[str, Any], rows: int) -> tuple[list[Any], Any]:
+        """The model's outputs and the inputs as the log will hold them (encoded during inference)."""
+        if rows < OVERLAP_ROWS:
+            return model.run(feeds), feeds
+        running = asyncio.get_running_loop().run_in_executor(self.inference_thread, model.run, feeds)
+        encoded = self.log.encode(feeds)
+        return await running, encoded
 
     def _record(
         self,
@@ -306,10 +321,10 @@ class ModelService:
         unknown = sorted(set(parsed.outputs or ()) - set(model.output_names))
         if unknown:
             raise ApiError(400, f"outputs: unknown {unknown}; expected some of {list(model.output_names)}")
-        outputs = model.run(parsed.feeds)
+        outputs, logged_inputs = await self._run(model, parsed.feeds, parsed.rows)
         request_id = uuid.uuid4().hex
         logged = self._record(
-            model, "infer", request_id, started, parsed.feeds, outputs, parsed.rows, is_probe(request)
+            model, "infer", request_id, started, logged_inputs, outputs, parsed.rows, is_probe(request)
         )
         wanted = parsed.outputs or model.output_names
         body_out: dict[str, Any] = {
@@ -342,10 +357,10 @@ class ModelService:
             feeds = model.feeds(rows)
         except InputError as exc:
             raise ApiError(400, str(exc)) from None
-        outputs = model.run(feeds)
+        outputs, logged_inputs = await self._run(model, feeds, len(rows))
         request_id = uuid.uuid4().hex
         logged = self._record(
-            model, "predict", request_id, started, feeds, outputs, len(rows), is_probe(request)
+            model, "predict", request_id, started, logged_inputs, outputs, len(rows), is_probe(request)
         )
         return json_response(
             {

@@ -89,3 +89,14 @@ def test_an_unwritable_folder_raises_and_is_counted(tmp_path: Path) -> None:
     with pytest.raises(InferenceLogError):
         write(log, "x")
     assert (log.written, log.failed) == (0, 1)
+
+
+def test_inputs_encoded_ahead_are_written_as_the_same_record(tmp_path: Path) -> None:
+    inputs = {"a": np.arange(3, dtype=float).reshape(-1, 1), "c": np.array([["x"]] * 3, dtype=object)}
+    outputs = {"label": np.ones((3, 1), dtype=np.int64)}
+    log = InferenceLog(tmp_path, worker="1")
+    fields = {"model": "m", "version": "1", "run_id": "r", "route": "infer", "latency_ms": 1.0, "rows": 3}
+    log.write(request_id="plain", inputs=inputs, outputs=outputs, **fields)  # type: ignore[arg-type]
+    log.write(request_id="ahead", inputs=log.encode(inputs), outputs=outputs, **fields)  # type: ignore[arg-type]
+    plain, ahead = read_records(tmp_path)
+    assert ahead["inputs"] == plain["inputs"] == {"a": [0.0, 1.0, 2.0], "c": ["x", "x", "x"]}

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from models import datasets
 from serving.inference_log import read_records
 from serving.protocol import BINARY_HEADER, binary_request, read_binary_response
-from serving.service import ModelService
+from serving.service import OVERLAP_ROWS, ModelService
 from tests.conftest import Registered, settings_env
 
 SPEC = datasets.BREAST_CANCER
@@ -269,6 +269,25 @@ def test_every_prediction_is_in_the_inference_log(client: TestClient, champion: 
     assert logged["inputs"]["mean_radius"] == [r["mean_radius"] for r in rows]
     assert logged["outputs"]["label"] == split.y_holdout.head(7).tolist()
     assert len(logged["outputs"]["probabilities"]) == 7 and logged["latency_ms"] > 0
+
+
+def test_a_large_request_is_logged_whole_while_inference_runs_beside(
+    client: TestClient, champion: Registered, split: datasets.Split
+) -> None:
+    """From OVERLAP_ROWS rows the inputs are encoded for the log while onnxruntime runs in its thread."""
+    directory = champion.settings.inference_log_dir
+    rows = datasets.records(split.holdout.sample(OVERLAP_ROWS * 3, replace=True, random_state=1), SPEC)
+    by_records = client.post("/predict", json={"records": rows}).json()
+    body, headers = binary_request({n: np.array([r[n] for r in rows]) for n in SPEC.feature_names})
+    by_tensors = client.post(
+        f"/v2/models/{champion.settings.model_name}/infer", content=body, headers=headers
+    )
+    records = {r["request_id"]: r for r in read_records(directory)}
+    for request_id in (by_records["request_id"], by_tensors.json()["parameters"]["request_id"]):
+        logged = records[request_id]
+        assert logged["rows"] == len(rows)
+        assert logged["inputs"] == {n: [r[n] for r in rows] for n in SPEC.feature_names}
+    assert [p["label"] for p in by_records["predictions"]] == by_tensors.json()["outputs"][0]["data"]
 
 
 def test_cors_is_off_by_default(client: TestClient, record: dict[str, Any]) -> None:
