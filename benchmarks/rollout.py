@@ -106,6 +106,7 @@ def run(workdir: Path, slow_layers: int) -> list[dict[str, Any]]:
     )
     service = LocalService(settings)
     events: list[dict[str, Any]] = []
+    load: subprocess.Popen[str] | None = None
     try:
         training_pipeline(gate_config=gate, deploy_checks=checks)  # v1, served
         training_pipeline(
@@ -171,6 +172,9 @@ def run(workdir: Path, slow_layers: int) -> list[dict[str, Any]]:
         load.communicate(timeout=120)
         outcomes = [json.loads(line) for line in out.read_text().splitlines()]
     finally:
+        if load is not None and load.poll() is None:  # a failed run must not leave its load behind
+            load.kill()
+            load.wait()
         service.stop()
     for label, old, began, ended in timeline:
         sent, failed = failed_between(outcomes, began, ended + 2)
