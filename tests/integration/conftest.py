@@ -1,5 +1,6 @@
 """Fixtures for tests that start real servers: a local `bentoml serve` with two workers."""
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,3 +25,14 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: Non
         yield local
     finally:
         local.stop()
+
+
+def tls_pair(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

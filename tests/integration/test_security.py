@@ -42,6 +42,7 @@ from flows.tracking import connect
 from models import datasets
 from models.settings import Settings
 from tests.conftest import free_port, make_settings, settings_env
+from tests.integration.conftest import tls_pair
 from tests.integration.isolated import IsolatedService, serving
 
 pytestmark = pytest.mark.integration
@@ -98,16 +99,6 @@ class Secured:
     def client(self, key: str | None = API_KEY) -> httpx.Client:
         headers = {"authorization": f"Bearer {key}"} if key is not None else {}
         return httpx.Client(base_url=self.url, verify=str(self.cert), headers=headers, timeout=15)
-
-
-def tls_pair(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 import http.client
 import json
-import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from models.registry import CHAMPION
 from models.settings import Settings
 from serving.inference_log import read_records
 from tests.conftest import make_settings
-from tests.integration.conftest import use
+from tests.integration.conftest import tls_pair, use
 from tests.integration.load import finish_load, start_load
 
 pytestmark = pytest.mark.integration
@@ -88,13 +87,7 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return tls_pair(tmp_path)
 
 
 def test_api_key_and_tls_on_a_real_server(
