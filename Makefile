@@ -6,65 +6,74 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup tools demo stack test stop status lint format typecheck clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak
+.PHONY: help setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.DEFAULT_GOAL := help
 
-setup:
+help: ## this list: every target, one line each
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# uv installs the locked environment with bytecode compiled (pyproject.toml: compile-bytecode).
+setup: ## install uv and the locked environment (uv.lock), bytecode compiled
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
 
 # Debian's Chromium (the test that drives the Prefect UI) and wrk (the serving benchmark's load generator).
-tools:
+tools: ## Debian's chromium and wrk (apt, as root or through sudo), for the UI test and the benchmarks
 	@test -x /usr/bin/chromium -a -x /usr/bin/wrk || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		chromium wrk >/dev/null; }
 
-demo: setup
+demo: setup ## validate, train, register, convert, gate, promote, serve; print a real prediction
 	$(RUN) mlops demo
 
 # Prefect server + UI, MLflow server + UI, a worker, the deployments and the service; Ctrl-C stops it all.
-stack: setup
+stack: setup ## Prefect and MLflow servers with UIs, a worker, the deployments, the service; Ctrl-C stops
 	$(RUN) mlops stack
 
-test: setup tools
+test: setup tools ## lint, type-check and the whole suite (unit, flow, integration with real servers)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) pytest
 
 # Benchmarks: each prints a Markdown table and writes it under benchmarks/results/.
-bench-serving: setup tools
+bench-serving: setup tools ## serving throughput and latency against baselines, one table
 	$(RUN) python -m benchmarks.serving
 
-bench-pipeline: setup
+bench-pipeline: setup ## pipeline wall time per stage
 	$(RUN) python -m benchmarks.pipeline
 
-bench-rollout: setup
+bench-rollout: setup ## a release and a rollback under load: failed requests, swap windows
 	$(RUN) python -m benchmarks.rollout
 
 # Every fault under steady load, registry down for a full minute (~6 min).
-bench-faults: setup
+bench-faults: setup ## every fault under steady load, registry down for a full minute (~6 min)
 	$(RUN) python -m benchmarks.faults
 
 # 30 minutes at 200 req/s with a deploy or rollback every 150 s; MINUTES=3 for a short one.
 MINUTES ?= 30
-bench-soak: setup
+bench-soak: setup ## 30 min at 200 req/s with a deploy or rollback every 150 s (MINUTES=3 for short)
 	$(RUN) python -m benchmarks.soak --minutes $(MINUTES)
 
-stop: setup
+# Cold paths from a fresh clone, with and without PYTHONDONTWRITEBYTECODE: make demo, first answer, mlops --help.
+bench-coldstart: setup ## cold paths from a fresh clone: make demo, the service's first answer, mlops --help
+	$(RUN) python -m benchmarks.coldstart
+
+stop: setup ## stop the service and whatever a killed stack left running
 	$(RUN) mlops stop
 
-status: setup
+status: setup ## champion and challenger versions, what the service serves, recent deployments
 	$(RUN) mlops status
 
-lint: setup
+lint: setup ## ruff check, ruff format --check, mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
-format: setup
+format: setup ## ruff format and ruff check --fix
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-clean: stop
+clean: stop ## stop everything and remove the state folder .mlops/
 	rm -rf .mlops

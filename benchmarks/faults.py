@@ -50,7 +50,8 @@ from benchmarks.report import publish
 from flows.checks import DeployChecks
 from flows.deploy import LocalService
 from flows.gate import GateConfig
-from flows.stack import Supervisor, components, stop_group, wait_http
+from flows.processes import stop_group
+from flows.stack import Supervisor, components
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 from serving.http import PROBE_HEADER
@@ -125,11 +126,10 @@ class Rig:
     def service(self) -> LocalService:
         return LocalService(self.settings)
 
-    def start_server(self, key: str, timeout_s: float = 180) -> None:
+    def start_server(self, key: str) -> None:
         component = components(self.settings)[key]
         self.supervisor.start(key, component)
-        assert component.ready_url is not None
-        wait_http(component.ready_url, timeout_s, self.supervisor, key, component)
+        self.supervisor.wait_ready(key, component)
 
     def kill_server(self, key: str) -> None:
         stop_group(self.supervisor.processes[key].pid, timeout_s=0)  # SIGKILL at once, no grace

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from models.settings import Settings
 
+if TYPE_CHECKING:
+    from flows.prefect_server import TemporaryServer
 
-def _demo(settings: Settings) -> int:
-    from flows.deploy import LocalService, predict
-    from flows.pipeline import training_pipeline
-    from models import datasets
+# The commands that run a flow: without a configured Prefect server they get a temporary one.
+FLOW_COMMANDS = {"demo", "run", "promote", "deploy", "rollback", "monitor"}
+
+
+def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
+    """Train, gate, promote and serve the demo model, then print a prediction from the running service.
+
+    Both servers start first, side by side (the temporary Prefect server migrating its database, the model
+    service importing), while this process imports the flows; the service follows the ``champion`` alias,
+    so it serves the new version as soon as the pipeline promotes it.
+    """
+    from flows.deploy import LocalService
 
     started = time.monotonic()
     print("» running the training pipeline on the bundled breast-cancer data ...", flush=True)
+    service = LocalService(settings)
+    from flows.tracking import connect
+
+    connect(settings)  # the registry's database exists before the service reads it
+    service.start()
+    from flows.deploy import predict
+    from flows.pipeline import training_pipeline
+    from models import datasets
+
+    if prefect is not None:
+        prefect.wait_ready()
     result = training_pipeline()
     if result.served_url is None:
         print(f"pipeline ended with version {result.version} {result.verdict}: {result.reasons}")
@@ -27,7 +50,6 @@ def _demo(settings: Settings) -> int:
     example = datasets.records(datasets.load_frame(datasets.demo_source(spec.name)).tail(1), spec)
     response = predict(result.served_url, example)
     elapsed = time.monotonic() - started
-    service = LocalService(settings)
     print(
         f"\n» model {result.model_name} version {result.version} is champion and served "
         f"at {result.served_url} (pid {service.pid()}), {elapsed:.0f}s\n"
@@ -88,7 +110,8 @@ def _stack(settings: Settings) -> int:
     import signal
     import threading
 
-    from flows.stack import Stack, StackError, prefect_env, run_pipeline_deployment, stack_settings
+    from flows.processes import StartupError
+    from flows.stack import Stack, prefect_env, run_pipeline_deployment, stack_settings
 
     os.environ.update(prefect_env(stack_settings(settings)))  # before Prefect is imported
 
@@ -109,7 +132,7 @@ def _stack(settings: Settings) -> int:
         died = stack.wait(stop)
         if died is not None:
             print(f"» {died} exited on its own; stopping the rest (logs in {stack.settings.state_path}/logs)")
-    except StackError as exc:
+    except StartupError as exc:
         print(f"» the stack did not start: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -231,6 +254,10 @@ def use_state_dir_for_prefect(settings: Settings) -> None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Should Prefect start its own temporary server anyway (a flow called from Python), not with its 20 s.
+    os.environ.setdefault(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", f"{settings.prefect_start_timeout_s:.0f}"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -287,14 +314,39 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+@contextlib.contextmanager
+def prefect_api(settings: Settings, command: str) -> Iterator[TemporaryServer | None]:
+    """A temporary Prefect server for a flow command when none is configured (``PREFECT_API_URL``)."""
+    if command not in FLOW_COMMANDS or os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    from flows.prefect_server import temporary_server
+
+    with temporary_server(settings) as server:
+        yield server
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
     if args.command == "stack":
         return _stack(settings)
     use_state_dir_for_prefect(settings)
+    from flows.processes import StartupError
+
+    try:
+        with prefect_api(settings, args.command) as prefect:
+            if prefect is not None and args.command != "demo":
+                prefect.wait_ready()
+            return dispatch(settings, args, prefect)
+    except StartupError as exc:
+        print(f"» {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def dispatch(settings: Settings, args: argparse.Namespace, prefect: TemporaryServer | None) -> int:
     if args.command == "demo":
-        return _demo(settings)
+        return _demo(settings, prefect)
     if args.command == "run":
         return _run(settings, args)
     if args.command == "promote":

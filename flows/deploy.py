@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,28 +12,11 @@ from typing import Any
 import httpx
 
 from flows.checks import Replica
+from flows.processes import alive, log_tail, stop_group, wait_http
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 
 SERVICE_TARGET = "serving.service:ModelService"
-
-
-class ServiceError(RuntimeError):
-    """The service did not start, or does not serve what it should."""
-
-
-def alive(pid: int) -> bool:
-    """Whether the process runs (reaping it first if it is our own exited child)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG) != (0, 0):
-            return False  # our own child, already exited: reaped now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -119,32 +99,23 @@ class LocalService:
         self.pid_file.unlink(missing_ok=True)
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        stop_group(pid, timeout_s)
         return True
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise ServiceError(f"service exited during start-up; log tail:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify).status_code == 200:
-                    return
-            time.sleep(0.25)
-        raise ServiceError(f"service not ready after {timeout_s:.0f}s; log tail:\n{self.log_tail()}")
+    def wait_ready(self, timeout_s: float) -> float:
+        """Until ``/readyz`` answers 200 (a model loaded and self-tested); the seconds it took."""
+        return wait_http(
+            f"{self.url}/readyz",
+            timeout_s,
+            exited=lambda: self.pid() is None,
+            what=f"the model service ({' '.join(self.command()[:3])}, pid {self.pid()})",
+            setting=f"MLOPS_SERVE_START_TIMEOUT_S={self.settings.serve_start_timeout_s:g}",
+            log_file=self.log_file,
+            verify=self.verify,
+        )
 
 
 def predict(url: str, records: list[dict[str, Any]], timeout_s: float = 10.0) -> dict[str, Any]:

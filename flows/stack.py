@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from flows.deploy import alive
+from flows.processes import StartupError, alive, log_tail, stop_group, timed_out, wait_http
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 
@@ -34,7 +33,7 @@ PIPELINE_DEPLOYMENT = "training-pipeline/training-pipeline"
 BROWSER = {"Accept": "text/html"}  # the UIs answer page routes to browsers only
 
 
-class StackError(RuntimeError):
+class StackError(StartupError):
     """A part of the stack did not start; the message names it and quotes its log."""
 
 
@@ -74,6 +73,8 @@ class Component:
     command: list[str]
     ready_url: str | None
     log_file: Path
+    start_timeout_s: float
+    timeout_setting: str  # the environment variable that sets ``start_timeout_s``
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -103,6 +104,8 @@ def components(settings: Settings) -> dict[str, Component]:
             ],
             ready_url=f"{settings.mlflow_url}/health",
             log_file=logs / "mlflow-server.log",
+            start_timeout_s=settings.mlflow_start_timeout_s,
+            timeout_setting="MLOPS_MLFLOW_START_TIMEOUT_S",
         ),
         "prefect": Component(
             name="Prefect server",
@@ -117,6 +120,8 @@ def components(settings: Settings) -> dict[str, Component]:
             ],
             ready_url=f"{settings.prefect_api_url}/health",
             log_file=logs / "prefect-server.log",
+            start_timeout_s=settings.prefect_start_timeout_s,
+            timeout_setting="MLOPS_PREFECT_START_TIMEOUT_S",
             env=child_env,
         ),
         "worker": Component(
@@ -134,6 +139,8 @@ def components(settings: Settings) -> dict[str, Component]:
             ],
             ready_url=None,
             log_file=logs / "prefect-worker.log",
+            start_timeout_s=settings.worker_start_timeout_s,
+            timeout_setting="MLOPS_WORKER_START_TIMEOUT_S",
             env=child_env,
         ),
     }
@@ -170,6 +177,18 @@ class Supervisor:
         pids = {key: process.pid for key, process in self.processes.items()}
         pids_file(self.settings).write_text(json.dumps(pids))
 
+    def wait_ready(self, key: str, component: Component) -> float:
+        """Until the component's ready URL answers, within its own start-up limit; the seconds it took."""
+        assert component.ready_url is not None, component.name
+        return wait_http(
+            component.ready_url,
+            component.start_timeout_s,
+            exited=lambda: key in self.exited(),
+            what=component.name,
+            setting=f"{component.timeout_setting}={component.start_timeout_s:g}",
+            log_file=component.log_file,
+        )
+
     def exited(self) -> list[str]:
         return [key for key, process in self.processes.items() if process.poll() is not None]
 
@@ -183,19 +202,6 @@ class Supervisor:
         pids_file(self.settings).unlink(missing_ok=True)
 
 
-def stop_group(pid: int, timeout_s: float, poll: Callable[[], int | None] | None = None) -> None:
-    def running() -> bool:
-        return poll() is None if poll is not None else alive(pid)
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # whatever is left of the group, leader gone or not
-
-
 def stop_leftovers(settings: Settings) -> list[int]:
     """Stop the processes of a stack that did not stop itself (killed, or the machine's session ended)."""
     try:
@@ -207,25 +213,6 @@ def stop_leftovers(settings: Settings) -> list[int]:
         stop_group(pid, timeout_s=10.0)
     pids_file(settings).unlink(missing_ok=True)
     return left
-
-
-def wait_http(url: str, timeout_s: float, supervisor: Supervisor, key: str, component: Component) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if key in supervisor.exited():
-            raise StackError(f"{component.name} exited during start-up:\n{log_tail(component.log_file)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise StackError(f"{component.name} not ready after {timeout_s:.0f}s:\n{log_tail(component.log_file)}")
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def deployment_names(path: Path = PROJECT_ROOT / "prefect.yaml") -> list[str]:
@@ -317,14 +304,13 @@ class Stack:
         with progress("MLflow tracking server and Prefect server"):
             self.supervisor.start("mlflow", mlflow)
             self.supervisor.start("prefect", prefect)
-            assert mlflow.ready_url and prefect.ready_url
-            wait_http(prefect.ready_url, 180, self.supervisor, "prefect", prefect)
-            wait_http(mlflow.ready_url, 120, self.supervisor, "mlflow", mlflow)
+            self.supervisor.wait_ready("prefect", prefect)
+            self.supervisor.wait_ready("mlflow", mlflow)
         with progress(f"work pool {WORK_POOL} and the deployments of prefect.yaml"):
             self.apply_deployments()
         with progress("Prefect worker on the work pool"):
             self.supervisor.start("worker", self.components["worker"])
-            self.wait_worker(timeout_s=60)
+            self.wait_worker()
         service = LocalService(self.settings)
         if self.has_champion():
             with progress("serving the champion (state from an earlier start)"):
@@ -365,9 +351,10 @@ class Stack:
         client = connect(self.settings)
         return alias_version(client, self.settings.model_name, CHAMPION) is not None
 
-    def wait_worker(self, timeout_s: float) -> None:
+    def wait_worker(self) -> None:
         """Ready when the server has a heartbeat from this worker since it started."""
         worker, since = self.components["worker"], datetime.now(UTC)
+        timeout_s = worker.start_timeout_s
         deadline = time.monotonic() + timeout_s
         url = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter"
         while time.monotonic() < deadline:
@@ -379,7 +366,7 @@ class Stack:
                     if seen["name"] == worker.command[-1] and beat and datetime.fromisoformat(beat) >= since:
                         return
             time.sleep(0.5)
-        raise StackError(f"the worker did not report in {timeout_s:.0f}s:\n{log_tail(worker.log_file)}")
+        raise timed_out(worker.name, timeout_s, f"{worker.timeout_setting}={timeout_s:g}", worker.log_file)
 
     def describe(self) -> str:
         width = max(len(name) for name in urls(self.settings))

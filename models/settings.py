@@ -34,7 +34,22 @@ class Settings(BaseSettings):
     experiment_name: str = "breast-cancer-classifier"
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=3000, ge=1, le=65535)
-    serve_start_timeout_s: float = Field(default=120.0, gt=0)
+    # Start-up limits, chosen for a busy 2-core machine that imports without bytecode (the slowest start seen:
+    # 26 s for the service, 35 s for a Prefect server on a new database); each error names its setting.
+    serve_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="`bentoml serve` ready (a model loaded and self-tested) within this."
+    )
+    prefect_start_timeout_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="A Prefect server we start (temporary or the stack's) answers within this.",
+    )
+    mlflow_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="The stack's MLflow server answers within this."
+    )
+    worker_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="The stack's Prefect worker reports to its server within this."
+    )
     serve_workers: int = Field(default=2, ge=1, le=64, description="bentoml serve worker processes.")
     swap_poll_s: float = Field(default=1.0, gt=0, description="How often each worker checks the alias.")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Larger bodies get a 413.")
