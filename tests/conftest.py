@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from tests.started_env import STARTED_ENV  # noqa: F401 - first, before anything below changes the environment
+
 # BentoML's /metrics reads Prometheus' multiprocess folder, which `bentoml serve` sets up by itself; for
 # the in-process app it must exist before prometheus_client is first imported (Prefect imports it too).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-"))

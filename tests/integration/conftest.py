@@ -36,3 +36,11 @@ def tls_pair(folder: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture(scope="session")
+def newcomer_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fresh clone of the committed tree for the README's commands; its first ``make`` installs it."""
+    from tests.integration.newcomer import clone
+
+    return clone(tmp_path_factory.mktemp("newcomer") / "mlops-path")

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +13,8 @@ from typing import Any
 import httpx
 
 from flows.deploy import served_version
-from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
+from tests.integration.newcomer import Command, make
 
 CHROMIUM = Path("/usr/bin/chromium")
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -29,8 +25,7 @@ RELAXED_CHECKS = {"latency_p99_ms": 2000, "bake_s": 2, "bake_p99_ms": 4000, "pro
 @dataclass
 class RunningStack:
     settings: Settings
-    process: subprocess.Popen[bytes]
-    output: Path
+    command: Command
 
     @property
     def api(self) -> str:
@@ -41,7 +36,7 @@ class RunningStack:
         return self.api.removesuffix("/api")
 
     def text(self) -> str:
-        return self.output.read_text(errors="replace")
+        return self.command.text()
 
     def pids(self) -> list[int]:
         """Every process the stack started: its servers and worker, and the model service."""
@@ -99,40 +94,18 @@ class RunningStack:
         assert self.served() == version
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @contextmanager
-def running_stack(settings: Settings, output: Path, timeout_s: float = 420) -> Iterator[RunningStack]:
-    """``mlops stack`` started as a person would, stopped with Ctrl-C (SIGINT) unless the test did."""
-    env = {**os.environ, **settings.to_env()}
-    with output.open("ab") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlops")), "stack"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    stack = RunningStack(settings, process, output)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while "the stack is up" not in stack.text():
-            assert process.poll() is None, f"mlops stack exited {process.returncode}:\n{stack.text()}"
-            assert time.monotonic() < deadline, f"not up after {timeout_s}s:\n{stack.text()}"
-            time.sleep(0.5)
-        yield stack
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                raise
+def running_stack(
+    folder: Path, output: Path, settings: Settings | None = None, timeout_s: float = 900
+) -> Iterator[RunningStack]:
+    """``make stack`` in ``folder`` as a person starts it; stopped with Ctrl-C unless the test did.
+
+    Without ``settings``, the README's defaults (Prefect :4200, MLflow :5000, serving :3000, state in the
+    clone's ``.mlops``); with them, as ``MLOPS_`` variables. The limit covers a first start from a fresh
+    clone: the install, both servers on new databases, the deployments and the first pipeline run.
+    """
+    env = settings.to_env() if settings is not None else {}
+    settings = settings or Settings(state_dir=folder / ".mlops")
+    with make(folder, "stack", output, env) as command:
+        command.wait_for("the stack is up", timeout_s)
+        yield RunningStack(settings, command)

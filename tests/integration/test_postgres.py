@@ -61,7 +61,7 @@ def databases() -> Iterator[tuple[str, str]]:
 
 
 def test_pipeline_runs_against_mlflow_and_prefect_on_postgresql(
-    databases: tuple[str, str], tmp_path: Path
+    databases: tuple[str, str], newcomer_clone: Path, tmp_path: Path
 ) -> None:
     mlflow_db, prefect_db = databases
     settings = Settings(
@@ -72,7 +72,7 @@ def test_pipeline_runs_against_mlflow_and_prefect_on_postgresql(
         mlflow_backend_store_uri=f"{POSTGRES}/{mlflow_db}",
         prefect_database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{prefect_db}",
     )
-    with running_stack(settings, tmp_path / "stack.log") as stack:
+    with running_stack(newcomer_clone, tmp_path / "stack.log", settings) as stack:
         assert stack.served() == "1"
         assert "first model" in stack.text()
 

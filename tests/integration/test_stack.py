@@ -1,15 +1,15 @@
 """The local stack as a person uses it: one command, the UIs, deployments run from the UI, Ctrl-C.
 
-Real processes throughout: ``mlops stack`` starts ``prefect server``, ``mlflow server``, a Prefect worker
-and ``bentoml serve``; runs are created through the REST API the Prefect UI calls, and the UI itself is
-driven in headless Chromium (Debian's package, installed by ``make test``).
+``make stack`` exactly as the README says, in a fresh clone of the committed tree and the machine's own
+environment (tests/integration/newcomer.py): its first start installs, trains and serves; its second
+reuses the state. Real processes throughout: ``mlops stack`` starts ``prefect server``, ``mlflow server``,
+a Prefect worker and ``bentoml serve``; runs are created through the REST API the Prefect UI calls, and the
+UI itself is driven in headless Chromium (Debian's package, installed by ``make test``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 from pathlib import Path
 
 import httpx
@@ -19,23 +19,12 @@ from playwright.sync_api import Page, sync_playwright
 from flows.tracking import alias_version, connect
 from models.registry import CHAMPION
 from models.settings import Settings
-from tests.conftest import free_port
-from tests.integration.stack import CHROMIUM, RELAXED_CHECKS, RunningStack, alive, running_stack
+from tests.integration.newcomer import listening_ports, processes_in
+from tests.integration.stack import CHROMIUM, RELAXED_CHECKS, RunningStack, running_stack
 
 pytestmark = pytest.mark.integration
 
 SCREENSHOTS = Path(os.environ.get("MLOPS_SCREENSHOTS", "test-artifacts/screenshots"))
-
-
-@pytest.fixture
-def stack_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        state_dir=tmp_path / "state",
-        serve_port=free_port(),
-        prefect_port=free_port(),
-        mlflow_port=free_port(),
-        swap_poll_s=0.5,
-    )
 
 
 def champion(settings: Settings) -> str | None:
@@ -43,19 +32,13 @@ def champion(settings: Settings) -> str | None:
                          settings.model_name, CHAMPION)  # fmt: skip
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop_with_ctrl_c(stack: RunningStack) -> None:
-    pids = stack.pids()
-    os.killpg(stack.process.pid, signal.SIGINT)
-    assert stack.process.wait(timeout=90) == 0, stack.text()
-    assert "» stopped" in stack.text()
-    assert [pid for pid in pids if alive(pid)] == []
-    ports = [stack.settings.prefect_port, stack.settings.mlflow_port, stack.settings.serve_port]
-    assert [port for port in ports if listening(port)] == []
+def stop_with_ctrl_c(stack: RunningStack, folder: Path, before: set[int]) -> None:
+    """Ctrl-C in the terminal: the stack stops every process it started and nothing stays listening."""
+    stack.command.ctrl_c()
+    text = stack.text()
+    assert "» stopped" in text and "Traceback" not in text, text[-6000:]
+    assert processes_in(folder) == []
+    assert listening_ports() - before == set()
 
 
 def shoot(page: Page, name: str) -> None:
@@ -64,8 +47,11 @@ def shoot(page: Page, name: str) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="make test installs Debian's chromium")
-def test_the_stack_from_first_start_to_promotion_in_the_ui(stack_settings: Settings, tmp_path: Path) -> None:
-    with running_stack(stack_settings, tmp_path / "first.log") as stack:
+def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path, tmp_path: Path) -> None:
+    assert not (newcomer_clone / ".mlops").exists()
+    before = listening_ports()
+    with running_stack(newcomer_clone, tmp_path / "first.log") as stack:
+        stack_settings = stack.settings
         text = stack.text()
         assert "first model: a run of training-pipeline/training-pipeline" in text
         assert "stage=gate version=1 verdict=passed" in text  # the flow's stage lines, as progress
@@ -73,9 +59,9 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(stack_settings: Setti
             assert url in text
         assert stack.served() == "1"
         assert httpx.get(f"{stack_settings.mlflow_url}/health", timeout=5).status_code == 200
-        stop_with_ctrl_c(stack)
+        stop_with_ctrl_c(stack, newcomer_clone, before)
 
-    with running_stack(stack_settings, tmp_path / "second.log") as stack:
+    with running_stack(newcomer_clone, tmp_path / "second.log") as stack:
         assert "serving the champion (state from an earlier start)" in stack.text()
         assert "first model" not in stack.text()
         assert stack.served() == "1"
@@ -134,4 +120,4 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(stack_settings: Setti
         client = connect(stack_settings.model_copy(update={"tracking_uri": stack_settings.mlflow_url}))
         tags = client.get_model_version(stack_settings.model_name, "3").tags
         assert tags["promotion.by"] == "ui-reviewer", tags
-        stop_with_ctrl_c(stack)
+        stop_with_ctrl_c(stack, newcomer_clone, before)
