@@ -111,6 +111,7 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
             dialog.locator("textarea").nth(0).fill("ui-reviewer")
             dialog.locator("textarea").nth(1).fill("approved in the browser")
             dialog.get_by_role("button", name="Submit").click()
+            dialog.wait_for(state="hidden", timeout=30_000)  # the resume request has been answered
             browser.close()
 
         run = stack.wait_run(reviewed)
