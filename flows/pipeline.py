@@ -93,12 +93,7 @@ def check_registry(settings: Settings) -> None:
 
 @task(cache_policy=NONE)
 def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame, validate.ValidationReport]:
-    try:
-        frame = datasets.load_frame(source)
-    except datasets.UnreadableDataError as exc:  # not a table at all: a report all the same
-        frame, report = pd.DataFrame(), validate.unreadable_report(spec, str(exc))
-    else:
-        report = validate.validate_frame(frame, spec)
+    frame, report = validate.validate_source(source, spec)
     create_markdown_artifact(
         report.to_markdown(), key=_artifact_key("data-validation", spec.name), description=report.summary
     )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from models.datasets import DatasetSpec
+from models.datasets import DatasetSpec, UnreadableDataError, load_frame
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -229,3 +229,12 @@ def unreadable_report(spec: DatasetSpec, problem: str) -> ValidationReport:
     return ValidationReport(
         dataset=spec.name, rows=0, outcomes=(Outcome(UNREADABLE_EXPECTATION, None, False, problem),)
     )
+
+
+def validate_source(source: str, spec: DatasetSpec) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read the data source and validate it; a source that is not a table at all gets a report too."""
+    try:
+        frame = load_frame(source)
+    except UnreadableDataError as exc:
+        return pd.DataFrame(), unreadable_report(spec, str(exc))
+    return frame, validate_frame(frame, spec)

@@ -1,8 +1,10 @@
 """The training pipeline given bad data: each kind stops the flow at validation with a report, and the
 MLflow registry gets nothing (no model, no version, no run).
 
-Every case runs the real flow under the session's temporary Prefect server against one throwaway MLflow
-store; the report is read back from the flow run's Prefect artifact.
+Every kind of bad file is read and validated by the function the flow's validation task calls
+(``validate_source``), without Prefect; a file unreadable as a table and one of the wrong schema then run
+the real flow under the session's temporary Prefect server against one throwaway MLflow store, the report
+read back from the flow run's Prefect artifact.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from flows.validate import (
     DataValidationError,
     label_leakage,
     validate_frame,
+    validate_source,
 )
 from models import datasets
 from models.settings import Settings
@@ -141,6 +144,29 @@ def report_artifact(flow_run_id: UUID) -> str:
 
 
 @pytest.mark.parametrize(("case", "write", "expectation", "observed"), CASES, ids=[c[0] for c in CASES])
+def test_bad_data_fails_validation_with_the_expectation_and_what_was_seen(
+    breast_cancer: pd.DataFrame, tmp_path: Path, case: str, write: Writer, expectation: str, observed: str
+) -> None:
+    _, report = validate_source(str(write(breast_cancer, tmp_path)), SPEC)
+    assert not report.passed, case
+    failed = [o for o in report.failures if o.expectation == expectation]
+    assert failed, report.to_markdown()
+    assert any(observed in f"{o.column} {o.observed}" for o in failed), report.to_markdown()
+    assert "FAILED" in report.to_markdown() and expectation in report.to_markdown()
+
+
+def test_good_data_passes_validation(breast_cancer: pd.DataFrame, tmp_path: Path) -> None:
+    frame, report = validate_source(str(csv(breast_cancer, tmp_path / "data.csv")), SPEC)
+    assert report.passed, report.to_markdown()
+    assert len(frame) == len(breast_cancer) == report.rows
+
+
+FLOW_CASES = [case for case in CASES if case[0] in {"binary garbage", "missing columns"}]
+
+
+@pytest.mark.parametrize(
+    ("case", "write", "expectation", "observed"), FLOW_CASES, ids=[c[0] for c in FLOW_CASES]
+)
 def test_bad_data_stops_the_pipeline_with_a_report_and_registers_nothing(
     store: Settings,
     breast_cancer: pd.DataFrame,
