@@ -36,6 +36,13 @@ FAST = DeployChecks(
 # Under steady load on two cores a healthy model's p99 can reach a few hundred ms, so the latency budget
 # is 1 s and the slow fault is made 4x slower than its default (about 0.7 s per call idle).
 SLOW_LAYERS = 1300
+# The slow version loads and self-tests slowly too (seconds per golden row under load): it gets time to
+# report its version, so that what catches it is the latency check it is meant to fail.
+CHECKS: dict[FaultKind, DeployChecks] = {
+    "unloadable": FAST,
+    "wrong_outputs": FAST,
+    "slow": FAST.model_copy(update={"version_timeout_s": 90}),
+}
 EXPECTED_CATCH: dict[FaultKind, str] = {
     "unloadable": "version",
     "wrong_outputs": "version",
@@ -66,7 +73,7 @@ def test_every_fault_is_rolled_back_under_load_with_no_failed_request(
         for kind, check in EXPECTED_CATCH.items():
             broken = register_broken_version(client, settings, "2", kind, slow_layers=SLOW_LAYERS)
             with pytest.raises(rollout.DeploymentFailedError, match="rolled back to v2") as failure:
-                promote_flow(version=broken, requested_by="drill", reason=kind, deploy_checks=FAST)
+                promote_flow(version=broken, requested_by="drill", reason=kind, deploy_checks=CHECKS[kind])
             assert alias_version(client, settings.model_name, CHAMPION) == "2"
             tags = client.get_model_version(settings.model_name, broken).tags
             assert tags[Tag.DEPLOYMENT_STATUS] == "rolled_back"
