@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,12 +62,33 @@ class Row:
     help_s: float
 
 
-def machine_env(variant: Variant) -> dict[str, str]:
-    """This machine's environment less this venv and what make and uv add; the variant's two switches."""
+ADDED_BY_MAKE_AND_UV = (
+    "VIRTUAL_ENV",
+    "MAKEFLAGS",
+    "MAKELEVEL",
+    "MFLAGS",
+    "MAKE_TERMOUT",
+    "MAKE_TERMERR",
+    "UV",
+)
+
+
+def newcomer_env(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` less what ``make test`` and ``uv run`` put in it: this venv on PATH, their own variables."""
     venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
-    drop = {"VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "UV", "PYTHONDONTWRITEBYTECODE"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("UV_")}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env = {
+        key: value
+        for key, value in base.items()
+        if key not in ADDED_BY_MAKE_AND_UV and not key.startswith(("UV_", "PYTEST_"))
+    }
+    env["PATH"] = os.pathsep.join(part for part in env.get("PATH", "").split(os.pathsep) if part != venv_bin)
+    return env
+
+
+def machine_env(variant: Variant) -> dict[str, str]:
+    """This machine's environment as a newcomer has it, with the variant's ``PYTHONDONTWRITEBYTECODE``."""
+    env = newcomer_env(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if variant.dont_write_bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

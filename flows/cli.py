@@ -27,16 +27,14 @@ def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
     service importing), while this process imports the flows; the service follows the ``champion`` alias,
     so it serves the new version as soon as the pipeline promotes it.
     """
-    from flows.deploy import LocalService
-
     started = time.monotonic()
     print("» running the training pipeline on the bundled breast-cancer data ...", flush=True)
-    service = LocalService(settings)
+    from flows.deploy import LocalService, predict
     from flows.tracking import connect
 
+    service = LocalService(settings)
     connect(settings)  # the registry's database exists before the service reads it
     service.start()
-    from flows.deploy import predict
     from flows.pipeline import training_pipeline
     from models import datasets
 

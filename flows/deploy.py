@@ -105,14 +105,18 @@ class LocalService:
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.log_file, lines)
 
-    def wait_ready(self, timeout_s: float) -> float:
-        """Until ``/readyz`` answers 200 (a model loaded and self-tested); the seconds it took."""
+    def wait_ready(self, timeout_s: float | None = None) -> float:
+        """Until ``/readyz`` answers 200 (a model loaded and self-tested); the seconds it took.
+
+        The limit is ``MLOPS_SERVE_START_TIMEOUT_S`` unless the caller gives its own.
+        """
+        limit = timeout_s if timeout_s is not None else self.settings.serve_start_timeout_s
         return wait_http(
             f"{self.url}/readyz",
-            timeout_s,
+            limit,
             exited=lambda: self.pid() is None,
             what=f"the model service ({' '.join(self.command()[:3])}, pid {self.pid()})",
-            setting=f"MLOPS_SERVE_START_TIMEOUT_S={self.settings.serve_start_timeout_s:g}",
+            setting=f"MLOPS_SERVE_START_TIMEOUT_S={limit:g}" if timeout_s is None else f"timeout_s={limit:g}",
             log_file=self.log_file,
             verify=self.verify,
         )
@@ -136,7 +140,7 @@ def ensure_running(service: LocalService) -> str:
     if service.pid() is not None:
         return "running"
     service.start()
-    service.wait_ready(service.settings.serve_start_timeout_s)
+    service.wait_ready()
     return "started"
 
 

@@ -19,21 +19,13 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.coldstart import newcomer_env
 from flows.tracking import PROJECT_ROOT
 from tests.started_env import STARTED_ENV
 
-ADDED_BY_MAKE_AND_UV = ("VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKE_TERMOUT", "MAKE_TERMERR")
-
 
 def machine_env() -> dict[str, str]:
-    venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
-    env = {
-        key: value
-        for key, value in STARTED_ENV.items()
-        if key not in ADDED_BY_MAKE_AND_UV and not key.startswith(("UV_", "PYTEST_")) and key != "UV"
-    }
-    env["PATH"] = os.pathsep.join(part for part in env.get("PATH", "").split(os.pathsep) if part != venv_bin)
-    return env
+    return newcomer_env(STARTED_ENV)
 
 
 def clone(target: Path) -> Path:
