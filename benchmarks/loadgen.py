@@ -5,9 +5,13 @@
     python -m benchmarks.loadgen ... --rate 200 --connections 16   # open loop: 200 req/s whatever happens
 
 Bounded by ``--seconds``, ``--max-requests`` and ``--stop-file``. ``--retries N`` resends a request whose
-connection failed (refused, reset, closed before the answer) up to N times, as a client with a retry on
-connection errors would. Writes one JSON line per request (status, latency, model version, run id,
-request id, attempts, whether the service logged it) and prints a summary. Used by the integration tests
+connection failed (refused, reset, closed before the answer) up to N times after a short back-off
+(``RETRY_BACKOFF_S`` times the attempt), as a client with a retry policy on connection errors would. The
+back-off matters for a SIGKILLed worker: the kernel closes the dead process's sockets one by one, so a retry
+sent at once can be queued on its listening socket before that closes and be reset a second time.
+
+Writes one JSON line per request (status, latency, model version, run id, request id, attempts, whether
+the service logged it) and prints a summary. Used by the integration tests
 (swaps, rollbacks and faults under load) and the benchmarks.
 """
 
@@ -51,8 +55,11 @@ def _logged(response: httpx.Response) -> bool | None:
     return b'"logged":false' not in response.content
 
 
+RETRY_BACKOFF_S = 0.1
+
+
 def one_request(client: httpx.Client, url: str, body: bytes, retries: int = 0) -> Outcome:
-    """One request; a connection-level failure is sent again up to ``retries`` times."""
+    """One request; a connection-level failure is sent again up to ``retries`` times, backing off."""
     started = time.time()
     tick = time.perf_counter()
     attempts = 0
@@ -65,6 +72,7 @@ def one_request(client: httpx.Client, url: str, body: bytes, retries: int = 0) -
             if attempts > retries:
                 latency = (time.perf_counter() - tick) * 1000
                 return Outcome(started, 0, latency, None, None, None, repr(exc), attempts)
+            time.sleep(RETRY_BACKOFF_S * attempts)
     latency = (time.perf_counter() - tick) * 1000
     version, run_id, request_id = _provenance(response)
     error = None if response.status_code == 200 else response.text[:200]
