@@ -1,6 +1,7 @@
 """The served model: resolve the registry alias, fetch the ONNX file, run it with onnxruntime.
 
-Imports only NumPy, onnxruntime and the MLflow client: the serving process never loads scikit-learn.
+Imports only NumPy and onnxruntime: the registry is read without MLflow where the store allows
+(``serving/registry.py``), and the serving process never loads scikit-learn.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from models.features import ONNX_TO_DATATYPE, TensorSpec, feeds_from_records
 from models.registry import CHAMPION, GOLDEN_ARTIFACT, Tag
 from models.runtime import make_session
 from models.settings import redact
+from serving import registry
+from serving.registry import RegistryReadError
 
 
 class ModelUnavailableError(RuntimeError):
@@ -35,45 +38,36 @@ class ModelRef:
 
 
 def _registry_error(model_name: str, alias: str, exc: Exception) -> ModelUnavailableError:
-    """MLflow's message names the URI it called, credentials included: they are taken out."""
-    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-    return ModelUnavailableError(redact(f"{model_name}@{alias}: {message}"))
+    """Messages may name the URI that was called, credentials included: they are taken out."""
+    return ModelUnavailableError(redact(f"{model_name}@{alias}: {exc}"))
 
 
 def alias_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> str:
     """Only the version the alias points at: one registry read (a third of ``resolve``'s)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except Exception as exc:  # MlflowException, or the store unreachable
+        return registry.reader(tracking_uri).alias_version(model_name, alias)
+    except RegistryReadError as exc:
         raise _registry_error(model_name, alias, exc) from exc
 
 
 def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelRef:
-    """What ``models:/<name>@<alias>`` is now, resolved with a client for exactly this store."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    """What ``models:/<name>@<alias>`` is now, read from exactly this store (``serving/registry.py``)."""
     try:
-        version = client.get_model_version_by_alias(model_name, alias)
-        onnx_uri = version.tags.get(Tag.ONNX_URI)
+        store = registry.reader(tracking_uri)
+        found = store.aliased(model_name, alias)
+        onnx_uri = found.tags.get(Tag.ONNX_URI)
         if not onnx_uri:
             raise ModelUnavailableError(
-                f"{model_name} version {version.version} has no ONNX model ({Tag.ONNX_URI})"
+                f"{model_name} version {found.version} has no ONNX model ({Tag.ONNX_URI})"
             )
-        # Resolve models:/<id> here: MLflow's own resolution would use the process-global registry URI.
-        location = client.get_logged_model(onnx_uri.removeprefix("models:/")).artifact_location
-        run_artifacts = client.get_run(str(version.run_id)).info.artifact_uri
-    except ModelUnavailableError:
-        raise
-    except Exception as exc:  # MlflowException, or the store unreachable: either way nothing to load
+        location = store.model_location(onnx_uri.removeprefix("models:/"))
+        run_artifacts = store.run_artifact_uri(found.run_id)
+    except RegistryReadError as exc:  # nothing to load
         raise _registry_error(model_name, alias, exc) from exc
     return ModelRef(
         name=model_name,
-        version=str(version.version),
-        run_id=str(version.run_id),
+        version=found.version,
+        run_id=found.run_id,
         onnx_uri=onnx_uri,
         artifact_uri=location,
         golden_uri=f"{run_artifacts.rstrip('/')}/{GOLDEN_ARTIFACT}",
@@ -81,10 +75,10 @@ def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelR
 
 
 def _download(artifact_uri: str, target: Path) -> None:
-    import mlflow.artifacts
-
-    target.mkdir(parents=True, exist_ok=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(target))
+    try:
+        registry.download(artifact_uri, target)
+    except RegistryReadError as exc:
+        raise ModelUnavailableError(str(exc)) from exc
 
 
 def fetch(ref: ModelRef, cache_dir: Path) -> Path:

@@ -40,7 +40,9 @@ from prefect.client.schemas.filters import (
 from flows.pipeline import training_pipeline
 from flows.tracking import connect
 from models import datasets
+from models.registry import CHAMPION, Tag
 from models.settings import Settings
+from serving.registry import MlflowReader, RegistryReadError, RestReader, direct_reader
 from tests.conftest import free_port, make_settings, settings_env
 from tests.integration.conftest import tls_pair
 from tests.integration.isolated import IsolatedService, serving
@@ -377,3 +379,20 @@ def test_no_secret_in_the_service_log_when_the_registry_fails(secured: Secured, 
         service.stop_all()
     assert "registry_error" in log, log[-2000:]
     assert leaks([log]) == []
+
+
+def test_the_service_reads_the_registry_over_rest_as_the_mlflow_client_does(secured: Secured) -> None:
+    """The serving path's MLflow-free reader, against the real ``mlflow server`` and the URI's credentials."""
+    uri = secured.settings.resolved_tracking_uri
+    direct, client = direct_reader(uri), MlflowReader(uri)
+    assert isinstance(direct, RestReader) and PASSWORD not in direct.base
+    name = secured.settings.model_name
+    aliased = client.aliased(name, CHAMPION)
+    model_id = aliased.tags[Tag.ONNX_URI].removeprefix("models:/")
+    for store in (direct, client):
+        assert store.aliased(name, CHAMPION) == aliased
+        assert store.alias_version(name, CHAMPION) == aliased.version == "1"
+        assert store.model_location(model_id) == client.model_location(model_id)
+        assert store.run_artifact_uri(aliased.run_id) == client.run_artifact_uri(aliased.run_id)
+        with pytest.raises(RegistryReadError, match="alias challenger-x not found"):
+            store.alias_version(name, "challenger-x")

@@ -15,5 +15,6 @@ with TestClient(ModelService.to_asgi()) as client:  # type: ignore[attr-defined]
     while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     print("readyz-later", client.get("/readyz").status_code, flush=True)
-    heavy = sorted(name for name in ("sklearn", "prefect", "skl2onnx") if name in sys.modules)
+    training = ("sklearn", "prefect", "skl2onnx", "mlflow", "pandas")
+    heavy = sorted(name for name in training if name in sys.modules)
     print("imported", ",".join(heavy) or "none", flush=True)

@@ -1,4 +1,4 @@
-"""The serving process starts light (no scikit-learn, no Prefect) and is not ready until a model is."""
+"""The serving process starts light (no scikit-learn, Prefect, MLflow, pandas); not ready until a model is."""
 
 import subprocess
 import sys
