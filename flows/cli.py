@@ -34,14 +34,22 @@ def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
 
     service = LocalService(settings)
     connect(settings)  # the registry's database exists before the service reads it
+    already_running = service.pid() is not None
     service.start()
     from flows.pipeline import training_pipeline
     from models import datasets
 
-    if prefect is not None:
-        prefect.wait_ready()
-    result = training_pipeline()
+    try:
+        if prefect is not None:
+            prefect.wait_ready()
+        result = training_pipeline()
+    except BaseException:
+        if not already_running:  # a failed demo leaves nothing running
+            service.stop()
+        raise
     if result.served_url is None:
+        if not already_running:
+            service.stop()
         print(f"pipeline ended with version {result.version} {result.verdict}: {result.reasons}")
         return 1
     spec = datasets.BREAST_CANCER
