@@ -56,12 +56,14 @@ class Replica:
     url: str
     api_key: str | None = None
     verify: bool | str = True
+    timeout_s: float = 10.0  # a check's request not answered within this is a latency failure
 
-    def client(self, timeout_s: float = 10.0) -> httpx.Client:
+    def client(self, timeout_s: float | None = None) -> httpx.Client:
         headers = {PROBE_HEADER: "1"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
-        return httpx.Client(base_url=self.url, headers=headers, verify=self.verify, timeout=timeout_s)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        return httpx.Client(base_url=self.url, headers=headers, verify=self.verify, timeout=timeout)
 
 
 def _poll(deadline_s: float, attempt: Callable[[], bool]) -> float | None:
@@ -218,17 +220,22 @@ def verify_replica(
     replica: Replica, model_name: str, version: str, golden: dict[str, Any], checks: DeployChecks
 ) -> list[CheckResult]:
     """The checks in order; the first failure stops the rest (they would only repeat it)."""
-    steps: list[Callable[[], CheckResult]] = [
-        lambda: check_ready(replica, checks.ready_timeout_s),
-        lambda: check_version(replica, model_name, version, checks.version_timeout_s, checks.version_streak),
-        lambda: check_golden(replica, golden, version, checks.golden_tolerance),
-        lambda: check_latency(replica, golden["records"], checks),
-        lambda: check_bake(replica, checks),
-    ]
+    steps: list[tuple[str, Callable[[], CheckResult]]] = [
+        ("ready", lambda: check_ready(replica, checks.ready_timeout_s)),
+        ("version", lambda: check_version(
+            replica, model_name, version, checks.version_timeout_s, checks.version_streak
+        )),
+        ("golden", lambda: check_golden(replica, golden, version, checks.golden_tolerance)),
+        ("latency", lambda: check_latency(replica, golden["records"], checks)),
+        ("bake", lambda: check_bake(replica, checks)),
+    ]  # fmt: skip
     results: list[CheckResult] = []
-    for step in steps:
+    for name, step in steps:
         try:
             result = step()
+        except httpx.TimeoutException as exc:  # answered too slowly (or not at all): a latency failure
+            value = f"the {name} check's request was not answered in time ({type(exc).__name__})"
+            result = CheckResult(replica.url, "latency", False, value, f"<= {checks.latency_p99_ms:g} ms")
         except httpx.HTTPError as exc:
             result = CheckResult(replica.url, "reachable", False, f"{type(exc).__name__}: {exc}", "answers")
         results.append(result)

@@ -1,8 +1,12 @@
 """Pure parts of the post-deploy checks: reading /metrics and judging a bake window."""
 
+import http.server
+import threading
+import time
+
 import pytest
 
-from flows.checks import DeployChecks, bake_verdict, traffic_snapshot
+from flows.checks import DeployChecks, Replica, bake_verdict, traffic_snapshot, verify_replica
 
 
 def metrics_text(ok: int, errors: int, under_5ms: int, under_100ms: int) -> str:
@@ -55,3 +59,40 @@ def test_bake_without_traffic_is_not_a_failure() -> None:
 def test_deploy_checks_refuse_unknown_fields() -> None:
     with pytest.raises(ValueError, match="probe_seconds"):
         DeployChecks(probe_seconds=3)  # type: ignore[call-arg]
+
+
+class SlowModelHandler(http.server.BaseHTTPRequestHandler):
+    """A replica that is live, ready and reports v7 at once, but answers a prediction only after 2 s."""
+
+    def do_GET(self) -> None:
+        self._answer(b'{"versions": ["7"]}')
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        time.sleep(2)
+        self._answer(b"{}")
+
+    def _answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_check_request_not_answered_in_time_is_a_latency_failure() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowModelHandler)
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]  # client gave up
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        replica = Replica(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=0.5)
+        checks = DeployChecks(ready_timeout_s=5, version_timeout_s=5, version_streak=1)
+        golden = {"records": [{"x": 1.0}], "labels": [1], "probabilities": [[0.0, 1.0]]}
+        results = verify_replica(replica, "m", "7", golden, checks)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(r.name, r.passed) for r in results] == [("ready", True), ("version", True), ("latency", False)]
+    assert "the golden check's request was not answered in time (ReadTimeout)" in results[-1].value
