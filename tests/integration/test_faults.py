@@ -13,8 +13,7 @@ import pytest
 from benchmarks import faults
 from tests.integration.conftest import use
 
-# Sustained load: one of these at a time (the other worker runs lighter tests).
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("load")]
+pytestmark = pytest.mark.integration
 
 PLAN = faults.Plan(
     registry_down_s=12, retry_delay_s=3, log_fault_s=3, connections=2, swap_poll_s=0.5, prefect_worker=False

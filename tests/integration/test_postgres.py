@@ -24,8 +24,7 @@ from models.settings import Settings
 from tests.conftest import free_port
 from tests.integration.stack import running_stack
 
-# The README's default ports (3000, 4200, 5000) and one clone: these run one after another, on one worker.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("newcomer")]
+pytestmark = pytest.mark.integration
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 

@@ -14,8 +14,7 @@ import pytest
 
 from tests.integration.newcomer import listening_ports, processes_in, run_make
 
-# The README's default ports (3000, 4200, 5000) and one clone: these run one after another, on one worker.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("newcomer")]
+pytestmark = pytest.mark.integration
 
 # From a fresh clone: the install (uv sync, bytecode compiled) and the demo; both take about a minute here.
 DEMO_LIMIT_S = 900

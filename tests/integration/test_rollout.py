@@ -21,8 +21,7 @@ from tests.conftest import make_settings
 from tests.integration.conftest import use
 from tests.integration.load import finish_load, start_load
 
-# Sustained load: one of these at a time (the other worker runs lighter tests).
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("load")]
+pytestmark = pytest.mark.integration
 
 ANY_CHAMPION = GateConfig(max_regression={}, latency_p99_ms=50)  # the load shares the two cores
 FAST = DeployChecks(

@@ -14,8 +14,7 @@ from flows.deploy import LocalService
 from tests.conftest import free_port, make_settings
 from tests.integration.conftest import use
 
-# Sustained load: one of these at a time (the other worker runs lighter tests).
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("load")]
+pytestmark = pytest.mark.integration
 
 PLAN = soak.SoakPlan(
     seconds=60,

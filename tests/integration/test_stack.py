@@ -22,8 +22,7 @@ from models.settings import Settings
 from tests.integration.newcomer import listening_ports, processes_in
 from tests.integration.stack import CHROMIUM, RELAXED_CHECKS, RunningStack, running_stack
 
-# The README's default ports (3000, 4200, 5000) and one clone: these run one after another, on one worker.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("newcomer")]
+pytestmark = pytest.mark.integration
 
 SCREENSHOTS = Path(os.environ.get("MLOPS_SCREENSHOTS", "test-artifacts/screenshots"))
 
