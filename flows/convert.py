@@ -85,6 +85,7 @@ def convert_version(
                 "onnx_parity_max_abs_diff": parity.max_abs_diff,
                 "onnx_latency_p50_ms": latency.p50_ms,
                 "onnx_latency_p99_ms": latency.p99_ms,
+                "onnx_latency_wall_p99_ms": latency.wall_p99_ms,
             }
         )
     golden_uri = f"runs:/{run_id}/{GOLDEN_ARTIFACT}"

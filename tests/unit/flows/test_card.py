@@ -12,7 +12,7 @@ from models.runtime import LatencyReport
 METRICS = {"accuracy": 0.96, "roc_auc": 0.99}
 CHAMPION = ChampionScores("4", {"accuracy": 0.95, "roc_auc": 0.992})
 CONVERSION = ConvertResult(
-    "models:/m-9", ParityReport(143, True, 2e-16, 1e-5), None, 3709, LatencyReport(300, 0.06, 0.08)
+    "models:/m-9", ParityReport(143, True, 2e-16, 1e-5), None, 3709, LatencyReport(300, 0.06, 0.08, 0.07, 0.1)
 )
 GATE = evaluate_gate(METRICS, CONVERSION, CONVERSION.latency, CHAMPION, GateConfig())
 

@@ -9,7 +9,7 @@ from models.runtime import LatencyReport
 
 GOOD = {"accuracy": 0.96, "roc_auc": 0.99, "log_loss": 0.1, "f1": 0.95}
 PARITY = ParityReport(rows=143, labels_identical=True, max_abs_diff=1e-12, tolerance=1e-5)
-FAST = LatencyReport(calls=300, p50_ms=0.05, p99_ms=0.2)
+FAST = LatencyReport(calls=300, p50_ms=0.05, p99_ms=0.2, wall_p50_ms=0.06, wall_p99_ms=0.3)
 CONVERTED = ConvertResult(onnx_uri="models:/m-1", parity=PARITY, error=None, size_bytes=1000, latency=FAST)
 
 
