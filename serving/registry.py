@@ -69,7 +69,7 @@ class SqliteReader:
             raise RegistryReadError(f"no registry database at {self.path} (nothing registered yet)")
         try:
             with contextlib.closing(
-                sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5)
+                sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
             ) as db:
                 return list(db.execute(sql, params).fetchall())
         except sqlite3.OperationalError as exc:

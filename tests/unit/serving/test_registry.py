@@ -100,3 +100,12 @@ def test_download_copies_local_files_and_folders(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "golden.json").read_text() == "{}"
     with pytest.raises(RegistryReadError, match="no artifact at"):
         download((tmp_path / "missing").as_uri(), tmp_path / "c")
+
+
+def test_a_relative_sqlite_uri_is_read_from_the_working_folder(
+    champion: Registered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Path(champion.settings.resolved_tracking_uri.removeprefix("sqlite:///"))
+    monkeypatch.chdir(database.parent)
+    name = champion.settings.model_name
+    assert reader(f"sqlite:///{database.name}").alias_version(name, CHAMPION) == champion.version
