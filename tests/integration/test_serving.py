@@ -38,8 +38,9 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     first = training_pipeline(gate_config=ANY_CHAMPION, deploy_checks=UNDER_LOAD)
     assert first.served_url == service.url
     record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
-    out = tmp_path / "load.jsonl"
-    load = start_load(f"{service.url}/predict", {"records": [record]}, out, seconds=25)
+    out, stop = tmp_path / "load.jsonl", tmp_path / "stop"
+    # the load lasts until the swaps below are done (a fixed length could end before v2 is served)
+    load = start_load(f"{service.url}/predict", {"records": [record]}, out, seconds=180, stop_file=str(stop))
     time.sleep(4)
 
     second = training_pipeline(
@@ -55,6 +56,8 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
     assert 'mlops_alias_events_total{event="swap_failed"}' in metrics
 
+    time.sleep(1)  # answers from v2 after the refused swap, too
+    stop.touch()
     outcomes = finish_load(load, out)
     statuses = Counter(o["status"] for o in outcomes)
     assert statuses == {200: len(outcomes)}, statuses
