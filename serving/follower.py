@@ -32,8 +32,9 @@ from serving.model import (
 logger = logging.getLogger("mlops.serving")
 
 SELF_TEST_TOLERANCE = 1e-5
-# The poll is the follower's retry. MLflow's HTTP client would otherwise retry an unreachable tracking
-# server for about two minutes (7 attempts, backoff factor 2) inside one check, so a worker would notice a
+# The poll is the follower's retry. The direct REST reader never retries and reads the timeout from here;
+# the MLflow client (the fallback for other stores) would otherwise retry an unreachable tracking server
+# for about two minutes (7 attempts, backoff factor 2) inside one check, so a worker would notice a
 # recovered registry, and a deploy made right after, that much later.
 REGISTRY_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -91,9 +92,8 @@ class Follower:
     def check(self) -> bool:
         """Follow the alias once; return whether the served model changed.
 
-        A poll that finds the alias where it was costs one registry read (about 1.5 ms of this worker's
-        time on a SQLite store, against 6 ms to resolve a version's model and run): the full resolution
-        runs only when the alias has moved.
+        A poll that finds the alias where it was costs one registry read: the full resolution (the
+        version's tags, its model's and run's locations) runs only when the alias has moved.
         """
         current = self.current
         try:
