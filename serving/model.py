@@ -7,6 +7,8 @@ Imports only NumPy and onnxruntime: the registry is read without MLflow where th
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +83,33 @@ def _download(artifact_uri: str, target: Path) -> None:
         raise ModelUnavailableError(str(exc)) from exc
 
 
+def cache_once(artifact_uri: str, target: Path) -> Path:
+    """The folder ``target`` holding the artifact, downloaded once for every process sharing the cache.
+
+    The workers of one service share the cache and may fetch the same version at the same moment: each
+    downloads into a partial folder of its own and renames it into place, so ``target`` exists only when
+    complete and no process reads a file another is still writing. The first rename wins; the others'
+    copies are discarded.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-partial-", dir=target.parent))
+    try:
+        _download(artifact_uri, partial)
+        try:
+            partial.rename(target)
+        except OSError:
+            if not target.is_dir():  # not another process's complete copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def fetch(ref: ModelRef, cache_dir: Path) -> Path:
     """Download the version's ONNX model once into the cache; return the ``.onnx`` file."""
-    target = cache_dir / ref.name / ref.version / "onnx"
-    if not any(target.rglob("*.onnx")):
-        _download(ref.artifact_uri, target)
+    target = cache_once(ref.artifact_uri, cache_dir / ref.name / ref.version / "onnx")
     found = sorted(target.rglob("*.onnx"))
     if not found:
         raise ModelUnavailableError(f"{ref.onnx_uri} (version {ref.version}) holds no .onnx file")
@@ -93,11 +117,8 @@ def fetch(ref: ModelRef, cache_dir: Path) -> Path:
 
 
 def fetch_golden(ref: ModelRef, cache_dir: Path) -> dict[str, Any]:
-    target = cache_dir / ref.name / ref.version / "golden"
-    path = target / Path(GOLDEN_ARTIFACT).name
-    if not path.is_file():
-        _download(ref.golden_uri, target)
-    golden: dict[str, Any] = json.loads(path.read_text())
+    target = cache_once(ref.golden_uri, cache_dir / ref.name / ref.version / "golden")
+    golden: dict[str, Any] = json.loads((target / Path(GOLDEN_ARTIFACT).name).read_text())
     return golden
 
 

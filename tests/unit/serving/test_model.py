@@ -1,9 +1,23 @@
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
 import pytest
 from sklearn.pipeline import Pipeline
 
 from models import datasets
 from models.features import InputError
-from serving.model import LoadedModel, ModelUnavailableError, fetch, load_alias, resolve
+from serving.model import (
+    LoadedModel,
+    ModelRef,
+    ModelUnavailableError,
+    fetch,
+    fetch_golden,
+    load_alias,
+    resolve,
+)
 from tests.conftest import Registered
 
 
@@ -57,3 +71,33 @@ def test_loaded_model_refuses_bad_records(champion: Registered, split: datasets.
     record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
     with pytest.raises(InputError, match="missing features \\['mean_radius'\\]"):
         model.predict([{k: v for k, v in record.items() if k != "mean_radius"}])
+
+
+def test_workers_fetching_one_version_at_once_never_read_a_half_written_file(tmp_path: Path) -> None:
+    """The service's workers share the cache: each must read complete files, whoever downloads them."""
+    store = tmp_path / "store"
+    (store / "golden").mkdir(parents=True)
+    (store / "onnx").mkdir()
+    golden = {"rows": [[float(i)] * 30 for i in range(40_000)]}  # a few MiB: copying takes a while
+    (store / "golden" / "golden.json").write_text(json.dumps(golden))
+    (store / "onnx" / "model.onnx").write_bytes(b"\0" * 8_000_000)
+    ref = ModelRef(
+        name="m",
+        version="1",
+        run_id="r",
+        onnx_uri="models:/m/1",
+        artifact_uri=(store / "onnx").as_uri(),
+        golden_uri=(store / "golden" / "golden.json").as_uri(),
+    )
+    for attempt in range(3):
+        cache = tmp_path / f"cache{attempt}"
+        start = threading.Barrier(6)
+
+        def worker(cache: Path = cache, start: threading.Barrier = start) -> tuple[dict[str, Any], int]:
+            start.wait()
+            return fetch_golden(ref, cache), fetch(ref, cache).stat().st_size
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: worker(), range(6)))
+        assert all(found == golden and size == 8_000_000 for found, size in results)
+        assert sorted(p.name for p in (cache / "m" / "1").iterdir()) == ["golden", "onnx"]  # no partials
