@@ -566,13 +566,20 @@ class Plan:
     connections: int
     swap_poll_s: float
     prefect_worker: bool = True
+    rate: float | None = None  # requests per second over all connections (open loop); None: back to back
 
 
 def run_faults(rig: Rig, plan: Plan, body: dict[str, Any], workdir: Path) -> list[FaultResult]:
     """Every serving-side fault under one steady load; then the Prefect worker fault."""
     service = rig.service
     load = spawn_load(
-        f"{service.url}/predict", body, workdir / "load.jsonl", 3600, plan.connections, retries=1
+        f"{service.url}/predict",
+        body,
+        workdir / "load.jsonl",
+        3600,
+        plan.connections,
+        retries=1,
+        rate=plan.rate,
     )
     began = time.time()
     results: list[FaultResult] = []

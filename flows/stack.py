@@ -141,7 +141,8 @@ def components(settings: Settings) -> dict[str, Component]:
             log_file=logs / "prefect-worker.log",
             start_timeout_s=settings.worker_start_timeout_s,
             timeout_setting="MLOPS_WORKER_START_TIMEOUT_S",
-            env=child_env,
+            # a run started from the UI begins within this, not Prefect's default 10 s
+            env={**child_env, "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_s)},
         ),
     }
 

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     worker_start_timeout_s: float = Field(
         default=120.0, gt=0, description="The stack's Prefect worker reports to its server within this."
     )
+    worker_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the stack's Prefect worker asks for runs to start (Prefect's default: 10 s).",
+    )
     serve_workers: int = Field(default=2, ge=1, le=64, description="bentoml serve worker processes.")
     swap_poll_s: float = Field(default=1.0, gt=0, description="How often each worker checks the alias.")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Larger bodies get a 413.")

@@ -28,6 +28,37 @@ from flows.tracking import connect, experiment_id
 from models import datasets
 from models.settings import Settings
 
+# Two lanes, one per core, each run one test after another on its own pytest-xdist worker (``-n 2`` in
+# pyproject.toml): most of the first lane's time is spent waiting on other processes (a fresh clone's
+# install, servers starting, flow runs on a Prefect worker, a crash detected by missed heartbeats), so it
+# shares the machine with the second, where the services under sustained load run one at a time.
+WAITING_LANE = (
+    "tests/flows/",
+    "tests/integration/test_readme_commands.py",
+    "tests/integration/test_stack.py",
+    "tests/integration/test_postgres.py",
+    "tests/integration/test_startup_limits.py",
+    "tests/integration/test_faults.py::test_a_prefect_worker_killed",
+)
+
+
+def lane(nodeid: str) -> str:
+    return "waiting" if nodeid.startswith(WAITING_LANE) else "serving"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with the lanes as groups. (xdist 3.8 cannot mark groups under pytest 9: it
+    renames ``item._nodeid``, which pytest 9 no longer reads, so its ``xdist_group`` marks are ignored.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane(nodeid)
+
+    return LaneScheduling(config, log)
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -15,8 +15,16 @@ from tests.integration.conftest import use
 
 pytestmark = pytest.mark.integration
 
+# A steady 100 req/s (open loop) rather than back to back: requests are in flight through every fault,
+# and the pipelines and checks the faults start are not starved of the two cores.
 PLAN = faults.Plan(
-    registry_down_s=12, retry_delay_s=3, log_fault_s=3, connections=2, swap_poll_s=0.5, prefect_worker=False
+    registry_down_s=12,
+    retry_delay_s=3,
+    log_fault_s=3,
+    connections=4,
+    swap_poll_s=0.5,
+    prefect_worker=False,
+    rate=100,
 )
 
 

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 # From a fresh clone: the install (uv sync, bytecode compiled) and the demo; both take about a minute here.
 DEMO_LIMIT_S = 900
+README_PORTS = {3000, 4200, 5000}  # the service, and the stack's Prefect and MLflow servers
 
 
 def printed_prediction(text: str) -> dict[str, object]:
@@ -31,7 +32,6 @@ def printed_prediction(text: str) -> dict[str, object]:
 def test_make_demo_then_make_stop_from_a_fresh_clone(newcomer_clone: Path, tmp_path: Path) -> None:
     state = newcomer_clone / ".mlops"
     assert not state.exists()
-    before = listening_ports()
     try:
         text = run_make(newcomer_clone, "demo", tmp_path / "demo.log", DEMO_LIMIT_S)
         served = re.search(r"» model (\S+) version (\d+) is champion and served at (\S+) \(pid (\d+)\)", text)
@@ -47,7 +47,7 @@ def test_make_demo_then_make_stop_from_a_fresh_clone(newcomer_clone: Path, tmp_p
         stopped = run_make(newcomer_clone, "stop", tmp_path / "stop.log", 120)
         assert "service stopped" in stopped
         assert processes_in(newcomer_clone) == []
-        assert listening_ports() - before == set()
+        assert listening_ports() & README_PORTS == set()  # other tests' servers may run meanwhile
     finally:
         run_make(newcomer_clone, "stop", tmp_path / "stop-again.log", 120)
         shutil.rmtree(state, ignore_errors=True)  # the stack's first start (test_stack.py) begins empty

@@ -58,8 +58,15 @@ def test_every_fault_is_rolled_back_under_load_with_no_failed_request(
     assert training_pipeline(gate_config=ANY_CHAMPION, deploy_checks=FAST).version == "1"
     record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
     out, stop = tmp_path / "load.jsonl", tmp_path / "stop"
+    # a steady 100 req/s (open loop): requests in flight through every swap, the flows not starved of CPU
     load = start_load(
-        f"{service.url}/predict", {"records": [record]}, out, seconds=300, connections=4, stop_file=str(stop)
+        f"{service.url}/predict",
+        {"records": [record]},
+        out,
+        seconds=300,
+        connections=4,
+        stop_file=str(stop),
+        rate="100",
     )
     try:
         time.sleep(2)

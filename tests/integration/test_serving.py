@@ -1,4 +1,8 @@
-"""A real `bentoml serve` with several workers, under load from a separate process, over loopback."""
+"""A real `bentoml serve` with several workers, under load from a separate process, over loopback.
+
+The first test is also the data-to-prediction path: the pipeline deploys, the service answers, a second
+run moves it to v2, and the service stops.
+"""
 
 import http.client
 import json
@@ -8,14 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from flows.checks import DeployChecks, Replica, check_version
-from flows.deploy import LocalService, served_version
+from flows.deploy import LocalService, predict, served_version
 from flows.faults import register_broken_version
 from flows.gate import GateConfig
 from flows.pipeline import training_pipeline
 from flows.tracking import connect
+from flows.traffic import plan_traffic, replay
 from models import datasets
 from models.registry import CHAMPION
 from models.settings import Settings
@@ -40,7 +46,9 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     record = datasets.records(split.holdout.head(1), datasets.BREAST_CANCER)[0]
     out, stop = tmp_path / "load.jsonl", tmp_path / "stop"
     # the load lasts until the swaps below are done (a fixed length could end before v2 is served)
-    load = start_load(f"{service.url}/predict", {"records": [record]}, out, seconds=180, stop_file=str(stop))
+    load = start_load(
+        f"{service.url}/predict", {"records": [record]}, out, seconds=180, stop_file=str(stop), rate="150"
+    )
     time.sleep(4)
 
     second = training_pipeline(
@@ -86,6 +94,30 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
         assert sum(pool.map(one_row, range(256))) == 256
     batches = [r["rows"] for r in read_records(settings.inference_log_dir) if r["route"] == "predict_rows"]
     assert sum(batches) == 256 and max(batches) > 1 and len(batches) < 256
+
+    # what a consumer sees besides: probes, metrics, answers naming version and run, a clear 400
+    assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
+    assert httpx.get(f"{service.url}/livez", timeout=5).status_code == 200
+    assert "bentoml_service_request" in httpx.get(f"{service.url}/metrics", timeout=5).text
+    body = predict(service.url, datasets.records(split.holdout.head(5), datasets.BREAST_CANCER))
+    assert (body["model_version"], body["run_id"]) == ("2", second.run_id)
+    assert [p["label"] for p in body["predictions"]] == split.y_holdout.head(5).tolist()
+    bad = httpx.post(f"{service.url}/predict", json={"records": [{"mean_radius": 1.0}]}, timeout=5)
+    assert bad.status_code == 400 and "missing features" in bad.text
+
+    # the traffic generator replays held-out rows and keeps their labels for the monitor
+    labels_path = tmp_path / "labels.csv"
+    planned = plan_traffic(split.holdout, datasets.BREAST_CANCER, 30, [], None)
+    assert replay(service.url, planned, datasets.BREAST_CANCER, labels_path, batch=3) == 10
+    labels = pd.read_csv(labels_path)
+    logged_ids = {r["request_id"] for r in read_records(settings.inference_log_dir)}
+    assert len(labels) == 30 and set(labels["request_id"]) <= logged_ids
+
+    pid = service.pid()
+    assert pid is not None and service.stop()
+    assert service.pid() is None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{service.url}/readyz", timeout=2)
 
 
 @pytest.fixture

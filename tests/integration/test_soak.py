@@ -16,12 +16,13 @@ from tests.integration.conftest import use
 
 pytestmark = pytest.mark.integration
 
+# Two swaps (at 16 s and 32 s), the steady state judged from 20 s on.
 PLAN = soak.SoakPlan(
-    seconds=60,
+    seconds=45,
     rate=100,
-    swap_every_s=20,
+    swap_every_s=16,
     sample_s=5,
-    warmup_s=25,
+    warmup_s=20,
     connections=8,
     bounds=soak.Bounds(max_rss_growth=0.25, max_p99_ratio=4.0, max_fd_growth=8, max_thread_growth=4),
 )
