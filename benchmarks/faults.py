@@ -416,7 +416,11 @@ def create_deployment(settings: Settings, parameters: dict[str, Any]) -> str:
             "flow_id": flow_id,
             "work_pool_name": WORK_POOL,
             "entrypoint": "flows/pipeline.py:training_pipeline",
-            "path": str(PROJECT_ROOT),
+            # run in this checkout, as prefect.yaml's deployments do (a "path" would have Prefect copy the
+            # whole folder, virtualenv included, into each run's temporary folder: minutes per run)
+            "pull_steps": [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
+            ],
             "parameters": parameters,
             "enforce_parameter_schema": False,
         },
