@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from flows.deploy import LocalService
 from flows.tracking import PROJECT_ROOT
 from tests.conftest import free_port, make_settings, settings_env
 from tests.integration.newcomer import listening_ports
@@ -40,16 +41,19 @@ def test_a_demo_past_its_prefect_limit_names_the_setting_and_leaves_nothing_runn
             text=True,
             timeout=300,
         )
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
-    error = done.stderr
-    assert "» demo: the temporary Prefect server" in error, error[-3000:]
-    assert "did not answer within 1s" in error and "MLOPS_PREFECT_START_TIMEOUT_S" in error, error[-3000:]
-    assert not (settings.state_path / "serve.pid").exists()
-    assert settings.serve_port not in listening_ports()
-    leftover = [
-        p.info["cmdline"]
-        for p in psutil.process_iter(["cmdline"])
-        if str(settings.state_path) in " ".join(p.info["cmdline"] or [])
-        or f"--port {settings.serve_port}" in " ".join(p.info["cmdline"] or [])
-    ]
-    assert leftover == []
+    try:
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+        error = done.stderr
+        assert "» demo: the temporary Prefect server" in error, error[-3000:]
+        assert "did not answer within 1s" in error and "MLOPS_PREFECT_START_TIMEOUT_S" in error, error[-3000:]
+        assert not (settings.state_path / "serve.pid").exists()
+        assert settings.serve_port not in listening_ports()
+        leftover = [
+            p.info["cmdline"]
+            for p in psutil.process_iter(["cmdline"])
+            if str(settings.state_path) in " ".join(p.info["cmdline"] or [])
+            or f"--port {settings.serve_port}" in " ".join(p.info["cmdline"] or [])
+        ]
+        assert leftover == []
+    finally:  # a failed check leaves nothing running for the next test either
+        LocalService(settings).stop()
