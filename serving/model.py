@@ -6,10 +6,11 @@ Imports only NumPy and onnxruntime: the registry is read without MLflow where th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,17 +84,23 @@ def _download(artifact_uri: str, target: Path) -> None:
         raise ModelUnavailableError(str(exc)) from exc
 
 
-def cache_once(artifact_uri: str, target: Path) -> Path:
+def cache_once(artifact_uri: str, target: Path, complete: Callable[[Path], bool]) -> Path:
     """The folder ``target`` holding the artifact, downloaded once for every process sharing the cache.
 
     The workers of one service share the cache and may fetch the same version at the same moment: each
     downloads into a partial folder of its own and renames it into place, so ``target`` exists only when
     complete and no process reads a file another is still writing. The first rename wins; the others'
-    copies are discarded.
+    copies are discarded. A folder that is not ``complete`` (left by a release that downloaded in place)
+    is moved aside and fetched again.
     """
     if target.is_dir():
-        return target
+        if complete(target):
+            return target
+        with contextlib.suppress(OSError):  # another process may have moved it first
+            target.rename(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}-stale-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-partial-", dir=target.parent))
     try:
         _download(artifact_uri, partial)
@@ -109,7 +116,9 @@ def cache_once(artifact_uri: str, target: Path) -> Path:
 
 def fetch(ref: ModelRef, cache_dir: Path) -> Path:
     """Download the version's ONNX model once into the cache; return the ``.onnx`` file."""
-    target = cache_once(ref.artifact_uri, cache_dir / ref.name / ref.version / "onnx")
+    target = cache_once(
+        ref.artifact_uri, cache_dir / ref.name / ref.version / "onnx", lambda f: any(f.rglob("*.onnx"))
+    )
     found = sorted(target.rglob("*.onnx"))
     if not found:
         raise ModelUnavailableError(f"{ref.onnx_uri} (version {ref.version}) holds no .onnx file")
@@ -117,8 +126,11 @@ def fetch(ref: ModelRef, cache_dir: Path) -> Path:
 
 
 def fetch_golden(ref: ModelRef, cache_dir: Path) -> dict[str, Any]:
-    target = cache_once(ref.golden_uri, cache_dir / ref.name / ref.version / "golden")
-    golden: dict[str, Any] = json.loads((target / Path(GOLDEN_ARTIFACT).name).read_text())
+    name = Path(GOLDEN_ARTIFACT).name
+    target = cache_once(
+        ref.golden_uri, cache_dir / ref.name / ref.version / "golden", lambda f: (f / name).is_file()
+    )
+    golden: dict[str, Any] = json.loads((target / name).read_text())
     return golden
 
 

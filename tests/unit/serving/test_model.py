@@ -101,3 +101,14 @@ def test_workers_fetching_one_version_at_once_never_read_a_half_written_file(tmp
             results = list(pool.map(lambda _: worker(), range(6)))
         assert all(found == golden and size == 8_000_000 for found, size in results)
         assert sorted(p.name for p in (cache / "m" / "1").iterdir()) == ["golden", "onnx"]  # no partials
+
+
+def test_a_cache_folder_left_incomplete_by_an_earlier_release_is_fetched_again(champion: Registered) -> None:
+    settings = champion.settings
+    ref = resolve(settings.resolved_tracking_uri, settings.model_name)
+    cache = settings.model_cache_dir.parent / "old-cache"
+    (cache / ref.name / ref.version / "onnx").mkdir(parents=True)  # an earlier download that failed midway
+    (cache / ref.name / ref.version / "golden").mkdir()
+    assert fetch(ref, cache).suffix == ".onnx"
+    assert fetch_golden(ref, cache)
+    assert sorted(p.name for p in (cache / ref.name / ref.version).iterdir()) == ["golden", "onnx"]
