@@ -93,5 +93,21 @@ def temporary_server(settings: Settings) -> Iterator[TemporaryServer]:
     try:
         yield server
     finally:
+        drain_to_server()
         os.environ.pop("PREFECT_API_URL", None)
         stop_group(process.pid, timeout_s=10, poll=process.poll)
+
+
+def drain_to_server(timeout_s: float = 10) -> None:
+    """Send the logs and events this process still holds while the server can take them.
+
+    Prefect's client sends both from background workers that it drains only at interpreter exit; with the
+    server stopped by then, the log worker retries for over a minute and prints "Error logging to API".
+    """
+    if "prefect" not in sys.modules:  # the command failed before any flow ran
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)

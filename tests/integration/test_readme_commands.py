@@ -43,6 +43,9 @@ def test_make_demo_then_make_stop_from_a_fresh_clone(newcomer_clone: Path, tmp_p
         assert re.fullmatch(r"[0-9a-f]{32}", str(prediction["request_id"])), prediction
         assert served[3] == "http://127.0.0.1:3000"  # the README's address
         assert 3000 in listening_ports()  # the service keeps running, as the demo says
+        # its logs reached the temporary Prefect server before it stopped (else a minute of retries, then
+        # "--- Error logging to API ---" after the prediction)
+        assert "Error logging to API" not in text and "Traceback" not in text, text[-3000:]
 
         stopped = run_make(newcomer_clone, "stop", tmp_path / "stop.log", 120)
         assert "service stopped" in stopped
