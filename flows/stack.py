@@ -78,6 +78,12 @@ class Component:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+# MLflow 3's server also starts a job runner and seven Huey consumers for its GenAI jobs (online scoring,
+# judges), which this product does not use: measured here, 2.5 GiB and 29 CPU-seconds in its first 18 s
+# against 0.5 GiB and 5 s without them, ready in 6 s instead of 10, stopped in 3.5 s instead of 6.5.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def components(settings: Settings) -> dict[str, Component]:
     state = settings.state_path
     logs = state / "logs"
@@ -104,6 +110,7 @@ def components(settings: Settings) -> dict[str, Component]:
             ],
             ready_url=f"{settings.mlflow_url}/health",
             log_file=logs / "mlflow-server.log",
+            env=MLFLOW_SERVER_ENV,
             start_timeout_s=settings.mlflow_start_timeout_s,
             timeout_setting="MLOPS_MLFLOW_START_TIMEOUT_S",
         ),

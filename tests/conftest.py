@@ -35,6 +35,8 @@ from models.settings import Settings
 # take about as long (pytest's --durations shows each test's time).
 WAITING_LANE = (
     "tests/flows/test_monitor.py",
+    "tests/flows/test_pipeline.py",
+    "tests/flows/test_promotion.py",
     "tests/integration/test_readme_commands.py",
     "tests/integration/test_stack.py",
     "tests/integration/test_postgres.py",

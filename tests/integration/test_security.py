@@ -38,6 +38,7 @@ from prefect.client.schemas.filters import (
 )
 
 from flows.pipeline import training_pipeline
+from flows.stack import MLFLOW_SERVER_ENV
 from flows.tracking import connect
 from models import datasets
 from models.registry import CHAMPION, Tag
@@ -114,7 +115,13 @@ def tracking_server(state: Path, log: Path) -> Iterator[int]:
         "--default-artifact-root", (state / "artifacts").as_uri(), "--no-serve-artifacts", "--workers", "1",
     ]  # fmt: skip
     with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **MLFLOW_SERVER_ENV},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -60,6 +60,8 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
             assert url in text
         assert stack.served() == "1"
         assert httpx.get(f"{stack_settings.mlflow_url}/health", timeout=5).status_code == 200
+        # MLflow's GenAI job runner and its Huey consumers stay off (2 GiB and two cores' worth at start)
+        assert [p for p in processes_in(newcomer_clone) if "huey" in p or "_job_runner" in p] == []
         stop_with_ctrl_c(stack, newcomer_clone)
 
     with running_stack(newcomer_clone, tmp_path / "second.log") as stack:
