@@ -31,10 +31,11 @@ demo: setup ## validate, train, register, convert, gate, promote, serve; print a
 stack: setup ## Prefect and MLflow servers with UIs, a worker, the deployments, the service; Ctrl-C stops
 	$(RUN) mlops stack
 
-test: setup tools ## lint, type-check and the whole suite (unit, flow, integration with real servers)
+test: setup tools ## lint, type-check, layering contract and the whole suite (unit, flow, integration)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) lint-imports --no-cache
 	$(RUN) pytest
 
 # Benchmarks: each prints a Markdown table and writes it under benchmarks/results/.
@@ -66,10 +67,11 @@ stop: setup ## stop the service and whatever a killed stack left running
 status: setup ## champion and challenger versions, what the service serves, recent deployments
 	$(RUN) mlops status
 
-lint: setup ## ruff check, ruff format --check, mypy
+lint: setup ## ruff check, ruff format --check, mypy, the layering contract (lint-imports)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) lint-imports --no-cache
 
 format: setup ## ruff format and ruff check --fix
 	$(RUN) ruff format .

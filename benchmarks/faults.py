@@ -53,8 +53,8 @@ from flows.gate import GateConfig
 from flows.processes import stop_group
 from flows.stack import Supervisor, components
 from flows.tracking import PROJECT_ROOT
+from models.inference_records import PROBE_HEADER
 from models.settings import Settings
-from serving.http import PROBE_HEADER
 
 RESULTS = Path(__file__).parent / "results"
 # The load, two flows and the service share two cores: latency is not what these faults test.
@@ -537,7 +537,7 @@ def kill_prefect_worker(rig: Rig, run_timeout_s: float = 300) -> FaultResult:
 
 
 def logged_request_ids(log_dir: Path) -> set[str]:
-    from serving.inference_log import read_records
+    from models.inference_records import read_records
 
     return {str(r["request_id"]) for r in read_records(log_dir)}
 

@@ -30,8 +30,9 @@ import pandas as pd
 from flows.monitor import MonitorThresholds, monitor_window
 from flows.train import fit
 from models import datasets
+from models.inference_records import read_records
 from models.profile import build_profile, psi
-from serving.inference_log import InferenceLog, read_records
+from serving.inference_log import InferenceLog
 
 RESULTS = Path(__file__).with_name("results")
 

@@ -154,7 +154,7 @@ def swap(version: str, previous: str, promote: bool) -> float:
 
 def log_completeness(log_dir: Path, outcomes: list[dict[str, Any]]) -> dict[str, int]:
     """Answers (2xx) against the log's consumer records: missing, extra and duplicated request ids."""
-    from serving.inference_log import read_records
+    from models.inference_records import read_records
 
     answered = [o["request_id"] for o in outcomes if o["status"] == 200]
     records = Counter(

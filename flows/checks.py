@@ -14,7 +14,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.http import PROBE_HEADER
+from models.inference_records import PROBE_HEADER
 
 
 class DeployChecks(BaseModel):

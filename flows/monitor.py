@@ -21,8 +21,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skmetrics
 
+from models.inference_records import read_records
 from models.profile import Drift, LiveProfile
-from serving.inference_log import read_records
 
 LATENCY_SAMPLE = 10_000
 CHUNK_ROWS = 20_000  # memory bound of the stream: this many rows' values at most

@@ -22,9 +22,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Inference routes: everything that runs the model. Metadata and health stay open for probes.
 PROTECTED_SUFFIXES = ("/infer",)
 PROTECTED_PATHS = frozenset({"/predict", "/predict_rows"})
-# Sent by the deploy checks: their requests are logged like any other but marked, so that the drift
-# monitor judges consumers' traffic, not the checks' golden rows.
-PROBE_HEADER = "x-mlops-probe"
 
 
 async def send_json(

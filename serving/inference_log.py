@@ -6,10 +6,8 @@ the operating system even if the worker is killed right after. No two processes 
 never contend or interleave; a restarted worker starts new segments and never touches old ones. A segment
 that reaches ``max_bytes`` is closed and the next one opened.
 
-Record fields: ``request_id``, ``ts`` (epoch seconds), ``time`` (ISO 8601, UTC), ``model``, ``version``,
-``run_id``, ``route``, ``rows``, ``latency_ms``, ``inputs`` (feature -> list of values, one per row) and
-``outputs`` (output -> list, one per row). A refused request is a record with ``status`` and ``error`` and
-no rows. ``read_records`` streams them back; ``iter_rows`` flattens them into one dict per prediction row.
+The record's fields, and the reader that monitoring and checks use, are the contract in
+``models/inference_records.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +25,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-SEGMENT_SUFFIX = ".jsonl"
+from models.inference_records import SEGMENT_SUFFIX
+
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
 _DUMP_OPTIONS = _DUMP | orjson.OPT_APPEND_NEWLINE
 
@@ -153,44 +152,3 @@ class InferenceLog:
     def close(self) -> None:
         with self._lock:
             self._close()
-
-
-def segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob(f"*{SEGMENT_SUFFIX}")) if directory.is_dir() else []
-
-
-def read_records(
-    directory: Path, *, since: float | None = None, until: float | None = None, version: str | None = None
-) -> Iterator[dict[str, Any]]:
-    """Stream records (one per request) in segment order; a torn last line (killed writer) is skipped."""
-    for segment in segments(directory):
-        with segment.open("rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    continue
-                try:
-                    record: dict[str, Any] = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if since is not None and record["ts"] < since:
-                    continue
-                if until is not None and record["ts"] >= until:
-                    continue
-                if version is not None and record["version"] != version:
-                    continue
-                yield record
-
-
-def iter_rows(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """One dict per prediction row: the request's provenance, its inputs and its outputs for that row."""
-    for record in records:
-        for index in range(record["rows"]):
-            yield {
-                "request_id": record["request_id"],
-                "row": index,
-                "ts": record["ts"],
-                "version": record["version"],
-                "run_id": record["run_id"],
-                "inputs": {k: v[index] for k, v in record["inputs"].items()},
-                "outputs": {k: v[index] for k, v in record["outputs"].items()},
-            }

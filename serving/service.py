@@ -31,10 +31,11 @@ from pydantic import AfterValidator, AllowInfNan
 from starlette.requests import ClientDisconnect
 
 from models.features import ONNX_TO_DATATYPE, InputError
+from models.inference_records import PROBE_HEADER
 from models.settings import Settings
 from serving import bentoml_fixes, metrics
 from serving.follower import Follower
-from serving.http import PROBE_HEADER, ApiKeyMiddleware, BodyLimitMiddleware, JsonErrorMiddleware
+from serving.http import ApiKeyMiddleware, BodyLimitMiddleware, JsonErrorMiddleware
 from serving.inference_log import InferenceLog, InferenceLogError
 from serving.model import LoadedModel
 from serving.protocol import (

@@ -23,9 +23,9 @@ from flows.pipeline import training_pipeline
 from flows.tracking import connect
 from flows.traffic import plan_traffic, replay
 from models import datasets
+from models.inference_records import read_records
 from models.registry import CHAMPION
 from models.settings import Settings
-from serving.inference_log import read_records
 from tests.conftest import make_settings
 from tests.integration.conftest import tls_pair, use
 from tests.integration.load import finish_load, start_load

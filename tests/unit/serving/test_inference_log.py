@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.inference_log import InferenceLog, InferenceLogError, iter_rows, read_records, segments
+from models.inference_records import iter_rows, read_records, segments
+from serving.inference_log import InferenceLog, InferenceLogError
 
 
 def write(log: InferenceLog, request_id: str, rows: int = 2, version: str = "1") -> None:

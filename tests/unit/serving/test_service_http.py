@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from models import datasets
-from serving.inference_log import read_records
+from models.inference_records import read_records
 from serving.protocol import BINARY_HEADER, binary_request, read_binary_response
 from serving.service import OVERLAP_ROWS, ModelService
 from tests.conftest import Registered, settings_env
@@ -301,7 +301,7 @@ def test_cors_is_off_by_default(client: TestClient, record: dict[str, Any]) -> N
 def test_the_deploy_checks_requests_are_logged_and_marked(
     client: TestClient, champion: Registered, record: dict[str, Any]
 ) -> None:
-    from serving.http import PROBE_HEADER
+    from models.inference_records import PROBE_HEADER
 
     probe = client.post("/predict", json={"records": record}, headers={PROBE_HEADER: "1"}).json()
     body = infer_body([record], request_id=None)

@@ -1,0 +1,66 @@
+"""The inference-log record: what serving writes for every request and what monitoring, checks and tests read.
+
+A contract between ``serving/`` (the writer, ``serving/inference_log.py``) and ``flows/`` (the monitor, the
+deploy checks), so both import it from here and neither imports the other.
+
+The log is a folder of segment files (``*.jsonl``), one JSON line per request. Record fields:
+``request_id``, ``ts`` (epoch seconds), ``time`` (ISO 8601, UTC), ``model``, ``version``, ``run_id``,
+``route``, ``rows``, ``latency_ms``, ``inputs`` (feature -> list of values, one per row), ``outputs``
+(output -> list, one per row) and ``probe`` (sent by a check, not a consumer). A refused request is a
+record with ``status`` and ``error`` and no rows. ``read_records`` streams them back; ``iter_rows``
+flattens them into one dict per prediction row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SEGMENT_SUFFIX = ".jsonl"
+# Sent by the deploy checks: their requests are logged like any other but marked (``probe``), so that the
+# drift monitor judges consumers' traffic, not the checks' golden rows.
+PROBE_HEADER = "x-mlops-probe"
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"*{SEGMENT_SUFFIX}")) if directory.is_dir() else []
+
+
+def read_records(
+    directory: Path, *, since: float | None = None, until: float | None = None, version: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream records (one per request) in segment order; a torn last line (killed writer) is skipped."""
+    for segment in segments(directory):
+        with segment.open("rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    continue
+                try:
+                    record: dict[str, Any] = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if since is not None and record["ts"] < since:
+                    continue
+                if until is not None and record["ts"] >= until:
+                    continue
+                if version is not None and record["version"] != version:
+                    continue
+                yield record
+
+
+def iter_rows(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One dict per prediction row: the request's provenance, its inputs and its outputs for that row."""
+    for record in records:
+        for index in range(record["rows"]):
+            yield {
+                "request_id": record["request_id"],
+                "row": index,
+                "ts": record["ts"],
+                "version": record["version"],
+                "run_id": record["run_id"],
+                "inputs": {k: v[index] for k, v in record["inputs"].items()},
+                "outputs": {k: v[index] for k, v in record["outputs"].items()},
+            }
