@@ -22,15 +22,19 @@ service has loaded and self-tested its model, so no connection reaches a worker 
 killed worker's socket leaves the group with it and its replacement joins when ready. Installed by
 wrapping ``uvicorn.Server.run``, which the worker calls with the shared socket after importing the service.
 
-``install()`` is idempotent and checks the version it was written against.
+``install()`` is idempotent, applies the fixes only on the release they were written for and reports each
+one (applied, or not and why); the service logs that report at start-up and exports it as the metric
+``mlops_patch_applied{patch=...}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -97,6 +101,23 @@ def own_listener(shared: socket.socket) -> socket.socket:
 
 _REPLACED: dict[str, Any] = {}
 
+TIMEOUT_PATCH = "cancelling-timeout-middleware"
+LISTENER_PATCH = "worker-own-listener"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One fix to a third-party internal, and whether it is in place in this process (and if not, why)."""
+
+    name: str
+    target: str
+    applied: bool
+    reason: str
+
+    def line(self) -> str:
+        state = "applied" if self.applied else f"NOT applied, {self.reason}"
+        return f"{self.name} ({self.target}): {state}"
+
 
 def _run_on_own_listeners(run: Callable[..., None]) -> Callable[..., None]:
     def run_with(server: Any, sockets: list[socket.socket] | None = None) -> None:
@@ -106,20 +127,47 @@ def _run_on_own_listeners(run: Callable[..., None]) -> Callable[..., None]:
     return run_with
 
 
-def install() -> bool:
-    """Put both fixes in place; return whether they are (only on the release they were written for)."""
-    import uvicorn
+def _install_timeout() -> Patch:
     from bentoml._internal.server.http import traffic
 
-    if metadata.version("bentoml") != FIXED_FOR:
-        return False  # another release: leave it alone (the fix may be upstream, or need re-checking)
-    current: Any = traffic.TimeoutMiddleware
+    target = "bentoml._internal.server.http.traffic.TimeoutMiddleware"
+    current: Any = getattr(traffic, "TimeoutMiddleware", None)
+    if current is None:
+        return Patch(TIMEOUT_PATCH, target, False, "BentoML no longer has that class")
     if current is not CancellingTimeoutMiddleware:
+        if list(inspect.signature(current).parameters) != ["app", "timeout"]:
+            return Patch(TIMEOUT_PATCH, target, False, f"its signature changed: {inspect.signature(current)}")
         _REPLACED["TimeoutMiddleware"] = current
         traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc,assignment]
-    if not hasattr(uvicorn.Server.run, "__wrapped__"):
-        uvicorn.Server.run = _run_on_own_listeners(uvicorn.Server.run)  # type: ignore[method-assign]
-    return True
+    return Patch(TIMEOUT_PATCH, target, True, "")
+
+
+def _install_listener() -> Patch:
+    import uvicorn
+
+    target = "uvicorn.Server.run"
+    run = uvicorn.Server.run
+    if not hasattr(run, "__wrapped__"):
+        if "sockets" not in inspect.signature(run).parameters:
+            return Patch(LISTENER_PATCH, target, False, "it takes no sockets argument any more")
+        uvicorn.Server.run = _run_on_own_listeners(run)  # type: ignore[method-assign]
+    return Patch(LISTENER_PATCH, target, True, "")
+
+
+def install() -> list[Patch]:
+    """Put both fixes in place, only on the release they were written for; what was applied and why not.
+
+    Idempotent. On another release nothing is changed (the fix may be upstream, or need re-checking), and
+    the report says so: the service logs it at start-up and exports it as ``mlops_patch_applied``.
+    """
+    installed = metadata.version("bentoml")
+    if installed != FIXED_FOR:
+        reason = f"bentoml {installed} is installed and the fix was written for {FIXED_FOR}"
+        return [
+            Patch(TIMEOUT_PATCH, "bentoml._internal.server.http.traffic.TimeoutMiddleware", False, reason),
+            Patch(LISTENER_PATCH, "uvicorn.Server.run", False, reason),
+        ]
+    return [_install_timeout(), _install_listener()]
 
 
 def bentoml_timeout_middleware() -> Any:

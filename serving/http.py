@@ -1,4 +1,4 @@
-"""ASGI pieces that sit in front of every route: body size limit, the optional API key, JSON errors.
+"""ASGI pieces that sit in front of every route: body size limit, the optional API key, the error edge.
 
 Both read their setting when the server builds its app (in each worker), not at import.
 """
@@ -6,6 +6,7 @@ Both read their setting when the server builds its app (in each worker), not at 
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -137,24 +138,33 @@ def _error_text(body: bytes) -> str:
     return detail if isinstance(detail, str) else orjson.dumps(parsed).decode()[:200]
 
 
-def _has_error_message(body: bytes) -> bool:
+def _error_message(body: bytes) -> str | None:
+    """The ``error`` of a body that is already ours (``{"error": "..."}``), else None."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(parsed, dict) and isinstance(parsed.get("error"), str) and bool(parsed["error"])
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, str) and error else None
+
+
+def _new_request_id(_path: str, _status: int, _message: str) -> str:
+    return uuid.uuid4().hex
 
 
 class JsonErrorMiddleware:
-    """Every 4xx and 5xx leaves as JSON with an ``error`` message, like the service's own errors.
+    """Every 4xx and 5xx leaves as ``{"error": ..., "request_id": ...}`` with an ``x-request-id`` header.
 
-    The service answers ``{"error": ...}`` itself; what it does not route (a path outside its app, such as
-    one with a control character, or a method a route does not take) is answered by Starlette or BentoML as
-    plain text or ``{"detail": ...}``: those are rewritten, keeping their status and headers.
+    The edge every refusal passes, whoever made it: the service's own errors, the body limit's and the API
+    key's (this middleware is the outermost), and what the service does not route (a path outside its app,
+    such as one with a control character, or a method a route does not take), which Starlette or BentoML
+    answer as plain text or ``{"detail": ...}`` and which is rewritten, keeping its status and headers.
+    ``on_refusal(path, status, message)`` records the refusal and returns its request id.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_refusal: Callable[[str, int, str], str] = _new_request_id) -> None:
         self.app = app
+        self.on_refusal = on_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -177,14 +187,13 @@ class JsonErrorMiddleware:
 
         await self.app(scope, receive, rewriting_send)
 
-    @staticmethod
-    async def _send_error(scope: Scope, start: Message, body: bytes, send: Send) -> None:
-        if _has_error_message(body):
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
-            return
-        what = _error_text(body) or f"HTTP {start['status']}"
-        error = f"{scope.get('method', '')} {scope.get('path', '')}: {what}".strip()
-        replaced = (b"content-type", b"content-length")
+    async def _send_error(self, scope: Scope, start: Message, body: bytes, send: Send) -> None:
+        error = _error_message(body)
+        if error is None:
+            what = _error_text(body) or f"HTTP {start['status']}"
+            error = f"{scope.get('method', '')} {scope.get('path', '')}: {what}".strip()
+        request_id = self.on_refusal(scope.get("path", ""), start["status"], error)
+        replaced = (b"content-type", b"content-length", b"x-request-id")
         kept = tuple((k, v) for k, v in start.get("headers", []) if k.lower() not in replaced)
-        await send_json(send, start["status"], {"error": error}, kept)
+        headers = (*kept, (b"x-request-id", request_id.encode()))
+        await send_json(send, start["status"], {"error": error, "request_id": request_id}, headers)

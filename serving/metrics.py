@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -15,6 +15,7 @@ class _Metrics:
     predictions: Histogram
     alias_events: Counter
     log_failures: Counter
+    patches: Gauge
 
 
 @functools.cache
@@ -35,6 +36,12 @@ def _metrics() -> _Metrics:
         log_failures=Counter(
             "mlops_inference_log_failures", "Predictions served whose log record failed to write."
         ),
+        patches=Gauge(
+            "mlops_patch_applied",
+            "1 if a fix to a third-party internal (serving/bentoml_fixes.py) is in place, 0 if not.",
+            ["patch"],
+            multiprocess_mode="livemin",  # 0 as soon as one live worker runs without it
+        ),
     )
 
 
@@ -48,3 +55,7 @@ def alias_event(kind: str, _detail: str) -> None:
 
 def log_failure() -> None:
     _metrics().log_failures.inc()
+
+
+def patch_applied(patch: str, applied: bool) -> None:
+    _metrics().patches.labels(patch=patch).set(1 if applied else 0)

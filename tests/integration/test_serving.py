@@ -26,6 +26,7 @@ from models import datasets
 from models.inference_records import read_records
 from models.registry import CHAMPION
 from models.settings import Settings
+from serving import bentoml_fixes
 from tests.conftest import make_settings
 from tests.integration.conftest import tls_pair, use
 from tests.integration.load import finish_load, start_load
@@ -63,6 +64,10 @@ def test_swap_under_load_drops_nothing_and_a_broken_version_never_serves(
     assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
     metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
     assert 'mlops_alias_events_total{event="swap_failed"}' in metrics
+    # the fixes to BentoML's internals report themselves: a metric and a start-up line per worker
+    for patch in (bentoml_fixes.TIMEOUT_PATCH, bentoml_fixes.LISTENER_PATCH):
+        assert f'mlops_patch_applied{{patch="{patch}"}} 1.0' in metrics, metrics
+        assert service.log_file.read_text().count(f"patch {patch} (") == 2  # serve_workers=2
 
     time.sleep(1)  # answers from v2 after the refused swap, too
     stop.touch()

@@ -69,10 +69,43 @@ def test_no_response_in_time_is_a_504_and_a_started_response_finishes() -> None:
     assert started[0]["status"] == 200 and started[-1]["body"] == b"done"
 
 
-def test_install_replaces_the_class_bentoml_builds_its_stack_from() -> None:
-    assert bentoml_fixes.install() is True
+def test_on_the_pinned_release_every_patch_is_applied() -> None:
+    patches = bentoml_fixes.install()
+    assert [(p.name, p.applied) for p in patches] == [
+        (bentoml_fixes.TIMEOUT_PATCH, True),
+        (bentoml_fixes.LISTENER_PATCH, True),
+    ], [p.line() for p in patches]
     current: Any = traffic.TimeoutMiddleware
-    assert current is CancellingTimeoutMiddleware
+    assert current is CancellingTimeoutMiddleware  # the class BentoML builds its stack from
+
+
+def test_on_another_release_nothing_is_patched_and_the_report_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Metadata:
+        @staticmethod
+        def version(name: str) -> str:
+            return "1.4.40"
+
+    monkeypatch.setattr(bentoml_fixes, "metadata", Metadata)
+    monkeypatch.setattr(traffic, "TimeoutMiddleware", bentoml_fixes.bentoml_timeout_middleware())
+    before: Any = traffic.TimeoutMiddleware
+    patches = bentoml_fixes.install()
+    assert [p.applied for p in patches] == [False, False]
+    assert all("bentoml 1.4.40 is installed and the fix was written for 1.4.39" in p.line() for p in patches)
+    assert traffic.TimeoutMiddleware is before
+
+
+def test_a_changed_signature_is_left_alone_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Reworked:
+        def __init__(self, app: Any, timeout: float, grace: float) -> None: ...
+
+    monkeypatch.setattr(traffic, "TimeoutMiddleware", Reworked)
+    timeout, listener = bentoml_fixes.install()
+    assert not timeout.applied and "signature changed" in timeout.line(), timeout
+    assert listener.applied
+    current: Any = traffic.TimeoutMiddleware
+    assert current is Reworked
 
 
 def test_each_worker_gets_its_own_listener_and_the_shared_one_stops() -> None:
@@ -119,7 +152,7 @@ def test_a_unix_socket_stays_shared(tmp_path: Path) -> None:
 def test_install_wraps_uvicorn_once() -> None:
     import uvicorn
 
-    assert bentoml_fixes.install()
+    assert all(p.applied for p in bentoml_fixes.install())
     wrapped = uvicorn.Server.run
-    assert bentoml_fixes.install() and uvicorn.Server.run is wrapped
+    assert all(p.applied for p in bentoml_fixes.install()) and uvicorn.Server.run is wrapped
     assert hasattr(wrapped, "__wrapped__")

@@ -1,5 +1,6 @@
 """JsonErrorMiddleware on a real Starlette app: the framework's own plain-text and ``detail`` errors leave
-as ``{"error": ...}`` with their status and headers; the service's own errors and successes pass as is."""
+as ``{"error": ...}`` with their status and headers, the service's own errors keep their message, every
+error gets a request id (body and ``x-request-id``) from the refusal hook, and successes pass as is."""
 
 from collections.abc import Iterator
 
@@ -28,24 +29,43 @@ async def detail_error(_: Request) -> Response:
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     routes = [Route("/ok", ok), Route("/own", own_error, methods=["POST"]), Route("/detail", detail_error)]
-    app = JsonErrorMiddleware(Starlette(routes=routes))
+    app = JsonErrorMiddleware(Starlette(routes=routes), on_refusal=refused.append_and_name)
     with TestClient(app) as test_client:
         yield test_client
+
+
+class Refused(list[tuple[str, int, str]]):
+    def append_and_name(self, path: str, status: int, message: str) -> str:
+        self.append((path, status, message))
+        return f"req-{len(self)}"
+
+
+refused = Refused()
+
+
+def without_id(response: Response) -> dict[str, str]:
+    body = dict(response.json())  # type: ignore[attr-defined]
+    assert body.pop("request_id") == response.headers["x-request-id"]
+    return body
 
 
 def test_unknown_route_and_wrong_method_become_json_errors(client: TestClient) -> None:
     missing = client.get("/nowhere")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/json"
-    assert missing.json() == {"error": "GET /nowhere: Not Found"}
+    assert without_id(missing) == {"error": "GET /nowhere: Not Found"}
     wrong = client.get("/own")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
-    assert wrong.json() == {"error": "GET /own: Method Not Allowed"}
+    assert without_id(wrong) == {"error": "GET /own: Method Not Allowed"}
     assert int(wrong.headers["content-length"]) == len(wrong.content)
 
 
 def test_detail_bodies_are_rewritten_and_own_errors_and_successes_pass(client: TestClient) -> None:
-    assert client.get("/detail").json() == {"error": "GET /detail: Not allowed here"}
-    assert client.post("/own").json() == {"error": "records: expected a list"}
+    assert without_id(client.get("/detail")) == {"error": "GET /detail: Not allowed here"}
+    refused.clear()
+    own = client.post("/own")
+    assert own.json() == {"error": "records: expected a list", "request_id": "req-1"}
+    assert own.headers["x-request-id"] == "req-1" and refused == [("/own", 400, "records: expected a list")]
     success = client.get("/ok")
-    assert success.status_code == 200 and success.text == "fine"
+    assert success.status_code == 200 and success.text == "fine" and "x-request-id" not in success.headers
+    assert len(refused) == 1  # a success is no refusal

@@ -362,3 +362,32 @@ def test_bad_binary_requests_get_400_naming_the_problem(
         response = client.post(path, content=content, headers=sent_headers)
         assert response.status_code == 400, (message, response.text)
         assert response.json()["error"].startswith(message), (message, response.json())
+
+
+def test_every_refusal_carries_a_request_id_and_is_recorded_once(
+    client: TestClient, champion: Registered, split: datasets.Split
+) -> None:
+    """Whoever refuses (a route, the body limit, BentoML's own validation), the answer names a request id
+    and the inference log holds one record of it; a 404 (not the model's doing) gets an id, no record."""
+    directory = champion.settings.inference_log_dir
+    name = champion.settings.model_name
+    json_body = {"content-type": "application/json"}
+    refused = {
+        "route": client.post("/predict", json={"records": [{"mean_radius": 1.0}]}),
+        "body limit": client.post("/predict", content=b"x" * 300_000, headers=json_body),
+        "bentoml": client.post("/predict_rows", json={"rows": "not rows"}),
+        "protocol": client.post(f"/v2/models/{name}/infer", content=b"{", headers=json_body),
+    }
+    not_found = client.post("/v2/models/other/infer", json={})
+    records = {r["request_id"]: r for r in read_records(directory) if "error" in r}
+    for who, response in refused.items():
+        assert 400 <= response.status_code < 500, (who, response.text)
+        request_id = response.json()["request_id"]
+        assert response.headers["x-request-id"] == request_id, who
+        record = records[request_id]
+        assert record["status"] == response.status_code, who
+        assert record["error"] == response.json()["error"][:500], who  # the log keeps 500 characters
+        assert record["version"] == champion.version and record["rows"] == 0, who
+    assert refused["body limit"].status_code == 413 and refused["bentoml"].status_code == 400
+    assert not_found.status_code == 404 and not_found.json()["request_id"] not in records
+    assert sum(1 for r in read_records(directory) if r["request_id"] in records) == len(records)
