@@ -154,7 +154,7 @@ def running_rig(settings: Settings, prefect: bool) -> Iterator[Rig]:
 
 def first_model(rig: Rig) -> dict[str, Any]:
     """v1 trained, promoted and served; returns a request body of one held-out row."""
-    from flows.pipeline import training_pipeline
+    from flows.training import training_pipeline
     from models import datasets
 
     result = training_pipeline(gate_config=GATE, deploy_checks=CHECKS)
@@ -326,7 +326,8 @@ def log_unwritable(rig: Rig, seconds: float) -> FaultResult:
 
 def registry_down(rig: Rig, seconds: float, retry_delay_s: float) -> FaultResult:
     """Kill the tracking server for ``seconds``; a pipeline started meanwhile retries and succeeds."""
-    from flows.pipeline import RegistryUnavailableError, registry_reachable, training_pipeline
+    from flows.tracking import RegistryUnavailableError, registry_reachable
+    from flows.training import training_pipeline
 
     settings, service = rig.settings, rig.service
     served = served_version(service)
@@ -415,7 +416,7 @@ def create_deployment(settings: Settings, parameters: dict[str, Any]) -> str:
             "name": "faults",
             "flow_id": flow_id,
             "work_pool_name": WORK_POOL,
-            "entrypoint": "flows/pipeline.py:training_pipeline",
+            "entrypoint": "flows/training.py:training_pipeline",
             # run in this checkout, as prefect.yaml's deployments do (a "path" would have Prefect copy the
             # whole folder, virtualenv included, into each run's temporary folder: minutes per run)
             "pull_steps": [

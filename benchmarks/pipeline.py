@@ -30,7 +30,7 @@ from benchmarks.report import publish
 
 RESULTS = Path(__file__).parent / "results"
 STAGES = ("validation", "training", "tracking", "conversion", "gate", "deploy", "Prefect")
-# Task names of flows/pipeline.py, grouped into the stages the table reports.
+# Task names of flows/training.py (and the release tasks it calls), grouped into the stages the table reports.
 TASK_STAGE = {
     "validate_data": "validation",
     "train_model": "tracking",  # minus the fit, which is "training"
@@ -89,8 +89,8 @@ def child(state: Path, data_source: str, port: int) -> dict[str, Any]:
     use_state_dir_for_prefect(Settings())
     from flows.deploy import LocalService
     from flows.gate import GateConfig
-    from flows.pipeline import training_pipeline
     from flows.tracking import connect
+    from flows.training import training_pipeline
 
     gate = GateConfig(latency_p99_ms=50)  # a busy 2-core machine must not fail the gate on latency
     training_pipeline(deploy_target="none", gate_config=gate)  # warm: imports, the Prefect server

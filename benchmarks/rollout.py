@@ -94,8 +94,9 @@ def run(workdir: Path, slow_layers: int) -> list[dict[str, Any]]:
     from flows.deploy import LocalService
     from flows.faults import register_broken_version
     from flows.gate import GateConfig
-    from flows.pipeline import promote_flow, rollback_flow, training_pipeline
+    from flows.release import promote_flow, rollback_flow
     from flows.tracking import connect
+    from flows.training import training_pipeline
     from models import datasets
     from models.registry import CHAMPION
 

@@ -240,7 +240,7 @@ def train_reference(state: Path) -> tuple[Any, str]:
     settings = Settings()
     use_state_dir_for_prefect(settings)
     from flows.gate import GateConfig
-    from flows.pipeline import training_pipeline
+    from flows.training import training_pipeline
 
     result = training_pipeline(
         recipe=RECIPE, deploy_target="none", gate_config=GateConfig(latency_p99_ms=100)

@@ -142,7 +142,7 @@ def window_p99s(outcomes: list[dict[str, Any]], samples: list[Sample]) -> list[f
 
 def swap(version: str, previous: str, promote: bool) -> float:
     """The champion moved to ``version`` by the real flow, checks included; returns seconds taken."""
-    from flows.pipeline import promote_flow, rollback_flow
+    from flows.release import promote_flow, rollback_flow
 
     began = time.monotonic()
     if promote:
@@ -261,7 +261,7 @@ def soak(service: LocalService, body: dict[str, Any], versions: tuple[str, str],
 
 def prepare(settings: Settings) -> tuple[dict[str, Any], tuple[str, str]]:
     """v1 trained, promoted and served; v2 registered and passed, not promoted; a one-row body."""
-    from flows.pipeline import training_pipeline
+    from flows.training import training_pipeline
     from models import datasets
 
     first = training_pipeline(gate_config=GATE, deploy_checks=CHECKS)

@@ -36,7 +36,7 @@ def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
     connect(settings)  # the registry's database exists before the service reads it
     already_running = service.pid() is not None
     service.start()
-    from flows.pipeline import training_pipeline
+    from flows.training import training_pipeline
     from models import datasets
 
     try:
@@ -81,7 +81,7 @@ def gate_table(settings: Settings, version: str) -> str:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from flows.gate import GateConfig
-    from flows.pipeline import training_pipeline
+    from flows.training import training_pipeline
 
     result = training_pipeline(
         data_source=args.data_source or f"demo:{args.dataset}",
@@ -98,7 +98,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _promote(settings: Settings, args: argparse.Namespace) -> int:
-    from flows.pipeline import promote_flow
+    from flows.release import promote_flow
 
     previous = promote_flow(
         version=args.version,
@@ -188,14 +188,14 @@ def _status(settings: Settings, replica_urls: list[str]) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flows.pipeline import deploy_flow
+    from flows.release import deploy_flow
 
     print(deploy_flow(requested_by=args.by, deploy_target=args.target, replica_urls=args.replica))
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from flows.pipeline import rollback_flow
+    from flows.release import rollback_flow
 
     summary = rollback_flow(
         requested_by=args.by,
@@ -209,7 +209,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from flows.pipeline import monitor_flow
+    from flows.monitoring import monitor_flow
 
     result = monitor_flow(
         version=args.version, window_minutes=args.minutes, labels_path=args.labels, retrain=args.retrain

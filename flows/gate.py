@@ -197,8 +197,12 @@ def evaluate_gate(
     )
 
 
-def record_gate(client: MlflowClient, model_name: str, version: str, result: GateResult) -> None:
-    """Every check's value, threshold and verdict as version tags; a pass sets ``challenger``."""
+def record_gate(
+    client: MlflowClient, model_name: str, version: str, result: GateResult, compared_with: str | None
+) -> None:
+    """The gate's registry writes: every check's value, threshold and verdict, and the champion version it
+    was compared with (``none`` for a first model), as version tags; a pass sets ``challenger``."""
+    client.set_model_version_tag(model_name, version, Tag.GATE_CHAMPION, compared_with or "none")
     for check in result.checks:
         client.set_model_version_tag(
             model_name,

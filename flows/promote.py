@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from mlflow import MlflowClient
-from prefect.input import RunInput
-from pydantic import Field
 
-from flows.gate import ChampionScores, GateResult
 from flows.tracking import alias_version
 from models.registry import CHAMPION, Tag
 
@@ -73,14 +70,6 @@ def move_alias(
         return current
 
 
-class ApprovalInput(RunInput):
-    """The form a reviewer fills in the Prefect UI to resume a paused pipeline run."""
-
-    approve: bool = Field(description="Promote this version to champion?")
-    reviewer: str = Field(min_length=1, description="Your name: recorded on the model version.")
-    reason: str = Field(min_length=1, description="Why: recorded on the model version.")
-
-
 @dataclass(frozen=True)
 class Decision:
     approved: bool
@@ -94,36 +83,6 @@ class Decision:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def evidence_markdown(
-    model_name: str,
-    version: str,
-    metrics: dict[str, float],
-    champion: ChampionScores | None,
-    validation: str,
-    gate: GateResult,
-) -> str:
-    """What a reviewer sees in the pause form: deltas against the champion and every gate check."""
-    lines = [f"## Promote {model_name} v{version} to champion?", "", f"**Data validation:** {validation}", ""]
-    if champion is None or champion.error:
-        note = champion.error if champion else "no champion yet: this would be the first"
-        lines += [f"**Champion:** {note}", "", "| metric | candidate |", "|---|---|"]
-        lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
-    else:
-        lines += [
-            f"**Champion:** v{champion.version}, scored on the same held-out rows in this run",
-            "",
-            f"| metric | candidate | champion v{champion.version} | delta |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {name} | {value:.4f} | {champion.metrics[name]:.4f} | {value - champion.metrics[name]:+.4f} |"
-            for name, value in sorted(metrics.items())
-            if name in champion.metrics
-        ]
-    lines += ["", f"**Gate:** {gate.verdict}", "", gate.to_markdown()]
-    return "\n".join(lines)
 
 
 def record_decision(client: MlflowClient, model_name: str, version: str, decision: Decision) -> None:

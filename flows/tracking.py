@@ -6,10 +6,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import mlflow
 from mlflow import MlflowClient
 
-from models.settings import Settings
+from models.settings import Settings, redact
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +60,24 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
         return str(client.get_model_version_by_alias(model_name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The MLflow tracking server does not answer: nothing can be trained, registered or promoted."""
+
+
+def registry_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise RegistryUnavailableError unless the tracking server answers ``/health`` (local store: no-op)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        status = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s).status_code
+    except httpx.HTTPError as exc:
+        raise RegistryUnavailableError(
+            redact(
+                f"the MLflow registry at {uri} is unreachable ({type(exc).__name__}: {exc}); "
+                "nothing was trained or registered"
+            )
+        ) from None
+    if status != 200:
+        raise RegistryUnavailableError(redact(f"the MLflow registry at {uri} answers /health with {status}"))

@@ -147,7 +147,7 @@ def train_and_register(
     verdict = gate.evaluate_gate(
         result.metrics, conversion, conversion.latency, champion, config or RELAXED_LATENCY
     )
-    gate.record_gate(client, settings.model_name, version, verdict)
+    gate.record_gate(client, settings.model_name, version, verdict, champion.version if champion else None)
     if promote_it:
         promote.promote(client, settings.model_name, version, promote.Decision(True, "test", "fixture"))
     return Registered(settings=settings, version=version, run_id=result.run_id, gate=verdict)

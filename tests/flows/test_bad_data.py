@@ -21,8 +21,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.pipeline import training_pipeline
 from flows.tracking import connect
+from flows.training import training_pipeline
 from flows.validate import (
     LEAKAGE_EXPECTATION,
     UNREADABLE_EXPECTATION,

@@ -8,8 +8,8 @@ from typing import Any
 
 from flows import promote
 from flows.gate import GateConfig
-from flows.pipeline import PipelineResult, training_pipeline
 from flows.tracking import alias_version, connect
+from flows.training import PipelineResult, training_pipeline
 from models import datasets
 from models.registry import CHAMPION, Tag
 from models.settings import Settings

@@ -14,9 +14,10 @@ from sklearn import metrics as skmetrics
 
 from flows.gate import GateConfig
 from flows.monitor import MonitorThresholds
-from flows.pipeline import monitor_flow, training_pipeline
+from flows.monitoring import monitor_flow
 from flows.tracking import connect
 from flows.traffic import plan_traffic
+from flows.training import training_pipeline
 from models import datasets
 from models.registry import Tag
 from models.settings import Settings

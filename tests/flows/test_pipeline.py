@@ -7,8 +7,8 @@ import pandas as pd
 from prefect.client.orchestration import get_client
 
 from flows.gate import GateConfig
-from flows.pipeline import training_pipeline
 from flows.tracking import alias_version, connect
+from flows.training import training_pipeline
 from flows.validate import DataValidationError
 from models.registry import CHALLENGER, CHAMPION, Tag
 from models.settings import Settings

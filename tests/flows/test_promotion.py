@@ -16,9 +16,10 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
 
-from flows.pipeline import PipelineResult, promote_flow, training_pipeline
 from flows.promote import PromotionRefusedError
+from flows.release import promote_flow
 from flows.tracking import alias_version, connect
+from flows.training import PipelineResult, training_pipeline
 from models.registry import CHALLENGER, CHAMPION, MODEL_CARD_ARTIFACT, Tag
 from models.settings import Settings
 

@@ -13,8 +13,9 @@ from flows.checks import DeployChecks
 from flows.deploy import LocalService, served_version
 from flows.faults import FaultKind, register_broken_version
 from flows.gate import GateConfig
-from flows.pipeline import deploy_flow, promote_flow, rollback_flow, training_pipeline
+from flows.release import deploy_flow, promote_flow, rollback_flow
 from flows.tracking import alias_version, connect
+from flows.training import training_pipeline
 from models import datasets
 from models.registry import CHAMPION, Tag
 from tests.conftest import make_settings

@@ -37,9 +37,9 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from flows.pipeline import training_pipeline
 from flows.stack import MLFLOW_SERVER_ENV
 from flows.tracking import connect
+from flows.training import training_pipeline
 from models import datasets
 from models.registry import CHAMPION, Tag
 from models.settings import Settings

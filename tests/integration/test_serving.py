@@ -19,9 +19,9 @@ from flows.checks import DeployChecks, Replica, check_version
 from flows.deploy import LocalService, predict, served_version
 from flows.faults import register_broken_version
 from flows.gate import GateConfig
-from flows.pipeline import training_pipeline
 from flows.tracking import connect
 from flows.traffic import plan_traffic, replay
+from flows.training import training_pipeline
 from models import datasets
 from models.inference_records import read_records
 from models.registry import CHAMPION

@@ -1,9 +1,10 @@
 """The model card and the reviewer's evidence are built from facts, not from templates left blank."""
 
+from flows.approval import evidence_markdown
 from flows.card import CardFacts, model_card
 from flows.convert import ConvertResult
 from flows.gate import ChampionScores, GateConfig, evaluate_gate
-from flows.promote import Decision, evidence_markdown
+from flows.promote import Decision
 from models import datasets
 from models.convert import ParityReport
 from models.recipes import get_recipe

@@ -34,7 +34,7 @@ def test_deployment_parameters_validate(deployment: dict[str, Any]) -> None:
 
 
 def test_a_mistyped_gate_parameter_is_refused() -> None:
-    flow = load_flow("flows/pipeline.py:training_pipeline")
+    flow = load_flow("flows/training.py:training_pipeline")
     with pytest.raises(Exception, match="latency_budget"):
         flow.validate_parameters({"gate_config": {"latency_budget": 3}})
 
