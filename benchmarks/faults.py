@@ -33,7 +33,6 @@ import platform
 import re
 import resource
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -42,15 +41,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 
 from benchmarks.loadgen import spawn_load
 from benchmarks.report import publish
+from flows import prefect_api
 from flows.checks import DeployChecks
 from flows.deploy import LocalService
 from flows.gate import GateConfig
-from flows.processes import stop_group
+from flows.processes import free_port, stop_group
 from flows.stack import Supervisor, components
 from flows.tracking import PROJECT_ROOT
 from models.inference_records import PROBE_HEADER
@@ -89,12 +90,6 @@ class FaultResult:
 
 
 # --- the system under test -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rig_settings(workdir: Path, swap_poll_s: float, ports: Callable[[], int] = free_port) -> Settings:
@@ -390,50 +385,35 @@ def registry_down(rig: Rig, seconds: float, retry_delay_s: float) -> FaultResult
 # --- Prefect worker killed mid-run -----------------------------------------------------------------------
 
 
-def prefect_api(settings: Settings) -> str:
-    return settings.prefect_api_url
-
-
-def _post(url: str, body: dict[str, Any]) -> Any:
-    for _ in range(10):  # SQLite busy: the server answers 503 and clients retry
-        response = httpx.post(url, json=body, timeout=30)
-        if response.status_code != 503:
-            break
-        time.sleep(1)
-    response.raise_for_status()
-    return response.json()
-
-
 def create_deployment(settings: Settings, parameters: dict[str, Any]) -> str:
     """A process work pool and a deployment of the training pipeline from this checkout."""
-    api = prefect_api(settings)
-    with contextlib.suppress(httpx.HTTPStatusError):  # already there
-        _post(f"{api}/work_pools/", {"name": WORK_POOL, "type": "process"})
-    flow_id = _post(f"{api}/flows/", {"name": "training-pipeline"})["id"]
-    deployment = _post(
-        f"{api}/deployments/",
-        {
-            "name": "faults",
-            "flow_id": flow_id,
-            "work_pool_name": WORK_POOL,
-            "entrypoint": "flows/training.py:training_pipeline",
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with prefect_api.client(settings.prefect_api_url) as prefect:
+        if not prefect_api.work_pool_exists(prefect, WORK_POOL):
+            prefect.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        deployment = prefect.create_deployment(
+            prefect.create_flow_from_name("training-pipeline"),
+            "faults",
+            work_pool_name=WORK_POOL,
+            entrypoint="flows/training.py:training_pipeline",
             # run in this checkout, as prefect.yaml's deployments do (a "path" would have Prefect copy the
             # whole folder, virtualenv included, into each run's temporary folder: minutes per run)
-            "pull_steps": [
+            pull_steps=[
                 {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
             ],
-            "parameters": parameters,
-            "enforce_parameter_schema": False,
-        },
-    )
-    return str(deployment["id"])
+            parameters=parameters,
+            enforce_parameter_schema=False,
+        )
+    return str(deployment)
 
 
 def create_zombie_automation(settings: Settings) -> str:
     """Prefect's documented way to mark a flow run whose process died: missed heartbeats -> Crashed."""
+    from prefect.events.schemas.automations import AutomationCore
+
     finals = ["Completed", "Failed", "Cancelled", "Crashed"]
-    automation = _post(
-        f"{prefect_api(settings)}/automations/",
+    automation = AutomationCore.model_validate(
         {
             "name": "crash-zombie-flow-runs",
             "trigger": {
@@ -449,14 +429,20 @@ def create_zombie_automation(settings: Settings) -> str:
             "actions": [
                 {"type": "change-flow-run-state", "state": "CRASHED", "message": "no heartbeat: process died"}
             ],
-        },
+        }
     )
-    return str(automation["id"])
+    with prefect_api.client(settings.prefect_api_url) as prefect:
+        return str(prefect.create_automation(automation))
 
 
 def flow_run_state(settings: Settings, run_id: str) -> str:
-    run = httpx.get(f"{prefect_api(settings)}/flow_runs/{run_id}", timeout=10).json()
-    return str(run["state"]["type"]) if run.get("state") else "NONE"
+    with prefect_api.client(settings.prefect_api_url) as prefect:
+        return prefect_api.run_state(prefect, run_id)
+
+
+def create_run(settings: Settings, deployment: str) -> str:
+    with prefect_api.client(settings.prefect_api_url) as prefect:
+        return prefect_api.create_run(prefect, UUID(deployment), {})
 
 
 def start_worker(rig: Rig, key: str) -> None:
@@ -490,7 +476,7 @@ def kill_prefect_worker(rig: Rig, run_timeout_s: float = 300) -> FaultResult:
     client = connect(settings)
     champion_before = alias_version(client, settings.model_name, CHAMPION)
     start_worker(rig, "worker-1")
-    run_id = str(_post(f"{prefect_api(settings)}/deployments/{deployment}/create_flow_run", {})["id"])
+    run_id = create_run(settings, deployment)
 
     def registered() -> bool:
         return any(t.get(Tag.FLOW_RUN) == run_id for t in versions_of(settings).values())
@@ -512,7 +498,7 @@ def kill_prefect_worker(rig: Rig, run_timeout_s: float = 300) -> FaultResult:
         every_s=1,
     )
     start_worker(rig, "worker-2")
-    rerun = str(_post(f"{prefect_api(settings)}/deployments/{deployment}/create_flow_run", {})["id"])
+    rerun = create_run(settings, deployment)
     final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
     wait_until("the rerun finishing", lambda: flow_run_state(settings, rerun) in final, run_timeout_s, 1)
     assert flow_run_state(settings, rerun) == "COMPLETED", flow_run_state(settings, rerun)

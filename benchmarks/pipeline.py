@@ -115,7 +115,7 @@ def child(state: Path, data_source: str, port: int) -> dict[str, Any]:
 
 
 def measure(label: str, data_source: str, workdir: Path) -> dict[str, Any]:
-    from benchmarks.serving import free_port
+    from flows.processes import free_port
 
     state = workdir / label
     command = [

@@ -81,7 +81,7 @@ def failed_between(outcomes: list[dict[str, Any]], start: float, end: float) -> 
 
 def run(workdir: Path, slow_layers: int) -> list[dict[str, Any]]:
     os.environ.update({"MLOPS_STATE_DIR": str(workdir / "state")})
-    from benchmarks.serving import free_port
+    from flows.processes import free_port
 
     os.environ["MLOPS_SERVE_PORT"] = str(free_port())
     from flows.cli import use_state_dir_for_prefect

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,12 @@ import numpy as np
 
 from benchmarks import wrk
 from benchmarks.report import publish
+from flows.processes import free_port
 
 RESULTS = Path(__file__).parent / "results"
 RECIPE = "hist_gradient_boosting_scaled"
 CONNECTIONS = (1, 8, 32)
 BATCH_ROWS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tree_rss_mib(pid: int) -> float:

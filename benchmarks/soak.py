@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.faults import descendants, free_port, serving_workers
+from benchmarks.faults import descendants, serving_workers
 from benchmarks.loadgen import spawn_load
 from benchmarks.report import publish
 from flows.checks import DeployChecks
 from flows.deploy import LocalService
 from flows.gate import GateConfig
+from flows.processes import free_port
 from models.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"

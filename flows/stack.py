@@ -337,17 +337,19 @@ class Stack:
 
     def apply_deployments(self) -> None:
         """``prefect deploy --all`` (about 15 s), skipped when the server has this prefect.yaml applied."""
-        api, env = self.settings.prefect_api_url, {**self.components["prefect"].env}
+        from flows import prefect_api
+
+        env = {**self.components["prefect"].env}
         log = self.settings.state_path / "logs" / "prefect-deploy.log"
-        if httpx.get(f"{api}/work_pools/{WORK_POOL}", timeout=10).status_code == 404:
+        names = deployment_names()
+        with prefect_api.client(self.settings.prefect_api_url) as prefect:
+            has_pool = prefect_api.work_pool_exists(prefect, WORK_POOL)
+            found = prefect_api.deployments_named(prefect, names)
+        if not has_pool:
             pool = [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"]
             run_cli(pool, env, log, "creating the work pool")
         stamp, digest = self.settings.state_path / "prefect-deploy.digest", deployment_digest()
-        names = deployment_names()
-        found = httpx.post(
-            f"{api}/deployments/filter", json={"deployments": {"name": {"any_": names}}}, timeout=10
-        ).json()
-        if stamp.exists() and stamp.read_text() == digest and len(found) == len(names):
+        if has_pool and stamp.exists() and stamp.read_text() == digest and len(found) == len(names):
             return
         run_cli([_bin("prefect"), "--no-prompt", "deploy", "--all"], env, log, "prefect deploy --all")
         stamp.write_text(digest)
@@ -361,19 +363,18 @@ class Stack:
 
     def wait_worker(self) -> None:
         """Ready when the server has a heartbeat from this worker since it started."""
+        from flows import prefect_api
+
         worker, since = self.components["worker"], datetime.now(UTC)
         timeout_s = worker.start_timeout_s
         deadline = time.monotonic() + timeout_s
-        url = f"{self.settings.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter"
-        while time.monotonic() < deadline:
-            if "worker" in self.supervisor.exited():
-                raise StackError(f"the worker exited:\n{log_tail(worker.log_file)}")
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                for seen in httpx.post(url, json={}, timeout=2).json():
-                    beat = seen.get("last_heartbeat_time")
-                    if seen["name"] == worker.command[-1] and beat and datetime.fromisoformat(beat) >= since:
-                        return
-            time.sleep(0.5)
+        with prefect_api.client(self.settings.prefect_api_url) as prefect:
+            while time.monotonic() < deadline:
+                if "worker" in self.supervisor.exited():
+                    raise StackError(f"the worker exited:\n{log_tail(worker.log_file)}")
+                if prefect_api.worker_seen_since(prefect, WORK_POOL, worker.command[-1], since):
+                    return
+                time.sleep(0.5)
         raise timed_out(worker.name, timeout_s, f"{worker.timeout_setting}={timeout_s:g}", worker.log_file)
 
     def describe(self) -> str:

@@ -12,7 +12,6 @@ from tests.started_env import STARTED_ENV  # noqa: F401 - first, before anything
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prometheus-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # its heartbeat only adds noise
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from prefect.testing.utilities import prefect_test_harness
 from sklearn.pipeline import Pipeline
 
 from flows import convert, evaluate, gate, promote, register, train
+from flows.processes import free_port
 from flows.tracking import connect, experiment_id
 from models import datasets
 from models.settings import Settings
@@ -61,12 +61,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return lane(nodeid)
 
     return LaneScheduling(config, log)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_settings(state_dir: Path, **overrides: Any) -> Settings:

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from prefect.client.schemas.objects import FlowRun
 
+from flows import prefect_api
 from flows.deploy import served_version
 from models.settings import Settings
 from tests.integration.newcomer import Command, make
 
 CHROMIUM = Path("/usr/bin/chromium")
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+FINAL = set(prefect_api.FINAL)
 # The service runs beside two servers, a worker and flow runs on 2 cores: latency is not under test here.
 RELAXED_CHECKS = {"latency_p99_ms": 2000, "bake_s": 2, "bake_p99_ms": 4000, "probe_requests": 50}
 
@@ -45,44 +46,35 @@ class RunningStack:
         return [*pids, int((state / "serve.pid").read_text())]
 
     def deployment_id(self, name: str) -> str:
-        found = httpx.post(
-            f"{self.api}/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}, timeout=10
-        ).json()
-        assert len(found) == 1, (name, found)
-        return str(found[0]["id"])
+        with prefect_api.client(self.api) as prefect:
+            return str(prefect_api.deployment_id(prefect, name))
 
     def scheduled_runs(self, deployment: str, timeout_s: float = 60) -> list[str]:
         """Expected start times of the deployment's scheduled runs, once the scheduler has made some."""
-        query = {
-            "deployments": {"id": {"any_": [self.deployment_id(deployment)]}},
-            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-        }
         deadline = time.monotonic() + timeout_s
-        while True:
-            runs = httpx.post(f"{self.api}/flow_runs/filter", json=query, timeout=10).json()
-            if runs or time.monotonic() > deadline:
-                return [str(run["expected_start_time"]).replace("+00:00", "Z") for run in runs]
-            time.sleep(1)
+        with prefect_api.client(self.api) as prefect:
+            wanted = prefect_api.deployment_id(prefect, deployment)
+            while True:
+                starts = prefect_api.scheduled_starts(prefect, wanted)
+                if starts or time.monotonic() > deadline:
+                    return [start.isoformat().replace("+00:00", "Z") for start in starts]
+                time.sleep(1)
 
     def create_run(self, deployment: str, parameters: dict[str, Any]) -> str:
         """What the UI's "Run" button posts."""
-        url = f"{self.api}/deployments/{self.deployment_id(deployment)}/create_flow_run"
-        for _ in range(10):  # SQLite busy: the server answers 503 and clients retry, as Prefect's own do
-            response = httpx.post(url, json={"parameters": parameters}, timeout=10)
-            if response.status_code != 503:
-                break
-            time.sleep(1)
-        response.raise_for_status()
-        return str(response.json()["id"])
+        with prefect_api.client(self.api) as prefect:
+            return prefect_api.create_run(prefect, deployment, parameters)
 
-    def wait_run(self, run_id: str, until: set[str] = FINAL, timeout_s: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            run: dict[str, Any] = httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=10).json()
-            if run["state"]["type"] in until:
-                return run
-            time.sleep(1)
-        raise AssertionError(f"flow run {run_id} not in {until} after {timeout_s}s:\n{self.text()}")
+    def wait_run(self, run_id: str, until: set[str] = FINAL, timeout_s: float = 180) -> FlowRun:
+        with prefect_api.client(self.api) as prefect:
+            run = prefect_api.wait_run(prefect, run_id, until, timeout_s)
+        if run is None:
+            raise AssertionError(f"flow run {run_id} not in {until} after {timeout_s}s:\n{self.text()}")
+        return run
+
+    @staticmethod
+    def state(run: FlowRun) -> str:
+        return run.state.type.value if run.state is not None else "NONE"
 
     def served(self) -> str:
         return served_version(self.settings.serve_url, self.settings.model_name)

@@ -19,9 +19,9 @@ import psycopg2
 import pytest
 import yaml
 
+from flows.processes import free_port
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
-from tests.conftest import free_port
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration

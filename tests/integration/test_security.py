@@ -37,6 +37,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
+from flows.processes import free_port
 from flows.stack import MLFLOW_SERVER_ENV
 from flows.tracking import connect
 from flows.training import training_pipeline
@@ -44,7 +45,7 @@ from models import datasets
 from models.registry import CHAMPION, Tag
 from models.settings import Settings
 from serving.registry import MlflowReader, RegistryReadError, RestReader, direct_reader
-from tests.conftest import free_port, make_settings, settings_env
+from tests.conftest import make_settings, settings_env
 from tests.integration.conftest import tls_pair
 from tests.integration.isolated import IsolatedService, serving
 

@@ -11,7 +11,8 @@ import pytest
 
 from benchmarks import soak
 from flows.deploy import LocalService
-from tests.conftest import free_port, make_settings
+from flows.processes import free_port
+from tests.conftest import make_settings
 from tests.integration.conftest import use
 
 pytestmark = pytest.mark.integration

@@ -74,18 +74,18 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
         assert scheduled and all(start.endswith("T03:00:00Z") for start in scheduled), scheduled
         # a second version, registered but not promoted
         run = stack.wait_run(stack.create_run("training-pipeline", {"promotion": "none"}))
-        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert stack.state(run) == "COMPLETED", run.state
 
         # promote v2 the way the UI's Run button does; the service follows the alias
         promote = {"version": "2", "requested_by": "ui-test", "reason": "promote from the UI"}
         run = stack.wait_run(stack.create_run("promote", {**promote, "deploy_checks": RELAXED_CHECKS}))
-        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert stack.state(run) == "COMPLETED", run.state
         assert champion(stack_settings) == "2"
         stack.wait_served("2")
 
         rollback = {"requested_by": "ui-test", "reason": "roll back from the UI"}
         run = stack.wait_run(stack.create_run("rollback", {**rollback, "deploy_checks": RELAXED_CHECKS}))
-        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert stack.state(run) == "COMPLETED", run.state
         assert champion(stack_settings) == "1"
         stack.wait_served("1")
 
@@ -118,7 +118,7 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
             browser.close()
 
         run = stack.wait_run(reviewed)
-        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert stack.state(run) == "COMPLETED", run.state
         assert champion(stack_settings) == "3"
         stack.wait_served("3")
         client = connect(stack_settings.model_copy(update={"tracking_uri": stack_settings.mlflow_url}))

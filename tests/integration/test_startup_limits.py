@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from flows.deploy import LocalService
+from flows.processes import free_port
 from flows.tracking import PROJECT_ROOT
-from tests.conftest import free_port, make_settings, settings_env
+from tests.conftest import make_settings, settings_env
 from tests.integration.newcomer import listening_ports
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,11 @@ import pytest
 from flows import rollout
 from flows.checks import DeployChecks, Replica
 from flows.cli import main
+from flows.processes import free_port
 from flows.tracking import alias_version, connect
 from models import datasets
 from models.registry import CHAMPION, Tag
-from tests.conftest import free_port, make_settings, train_and_register
+from tests.conftest import make_settings, train_and_register
 
 QUICK = DeployChecks(ready_timeout_s=1, version_timeout_s=1)
 
