@@ -358,15 +358,10 @@ def to_html(report: MonitorReport) -> str:
 
 def record_report(client: Any, settings: Any, report: MonitorReport, triggered: str | None) -> str:
     """The report as an MLflow run in ``<experiment>-monitoring``, pointed at from the version's tags."""
+    from flows.tracking import ensure_experiment
     from models.registry import Tag
 
-    name = f"{settings.experiment_name}-monitoring"
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(name, artifact_location=f"{settings.resolved_artifact_uri}/monitoring")
-    )
+    experiment_id = ensure_experiment(client, settings, "monitoring")
     run = client.create_run(
         experiment_id,
         run_name=f"monitor-v{report.version}",

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from flows.checks import CheckResult, DeployChecks, Replica, verify_replica
 from flows.promote import ANY, PromotionSupersededError, move_alias
-from flows.tracking import alias_version
+from flows.tracking import alias_version, ensure_experiment
 from models.registry import CHAMPION, Tag
 from models.settings import Settings
 
@@ -106,13 +106,7 @@ def verify(
 
 
 def deployments_experiment(client: MlflowClient, settings: Settings) -> str:
-    name = f"{settings.experiment_name}-deployments"
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    return str(
-        client.create_experiment(name, artifact_location=f"{settings.resolved_artifact_uri}/deployments")
-    )
+    return ensure_experiment(client, settings, "deployments")
 
 
 def record(client: MlflowClient, settings: Settings, entry: DeploymentRecord) -> str:

@@ -24,9 +24,19 @@ def connect(settings: Settings) -> MlflowClient:
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
     uri = settings.resolved_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(settings.experiment_name) is None:
-        client.create_experiment(settings.experiment_name, artifact_location=settings.resolved_artifact_uri)
+    ensure_experiment(client, settings)
     return client
+
+
+def ensure_experiment(client: MlflowClient, settings: Settings, suffix: str = "") -> str:
+    """The id of the experiment ``<experiment_name>[-<suffix>]``, created (its artifacts under the artifact
+    root, or ``<root>/<suffix>``) if it does not exist: training runs, deployment and monitoring records."""
+    name = f"{settings.experiment_name}-{suffix}" if suffix else settings.experiment_name
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    root = settings.resolved_artifact_uri
+    return str(client.create_experiment(name, artifact_location=f"{root}/{suffix}" if suffix else root))
 
 
 def experiment_id(client: MlflowClient, settings: Settings) -> str:
