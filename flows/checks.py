@@ -94,12 +94,7 @@ def check_ready(replica: Replica, timeout_s: float) -> CheckResult:
 def check_version(
     replica: Replica, model_name: str, version: str, timeout_s: float, streak: int
 ) -> CheckResult:
-    """Poll model metadata until ``streak`` answers in a row name the version; any other answer (another
-    version, an error, a worker still loading) starts the count again.
-
-    Each poll is a connection of its own: every serving worker listens on its own socket, so polls over
-    one kept-alive connection would all ask the same worker while another was still without the version.
-    """
+    """Poll model metadata until ``streak`` answers in a row (any worker) name the version."""
     seen: list[str] = []
     run = 0
 
@@ -107,12 +102,9 @@ def check_version(
 
         def reports_version() -> bool:
             nonlocal run
-            run_before, run = run, 0
-            response = client.get(f"/v2/models/{model_name}", headers={"connection": "close"})
-            ok = response.status_code == 200
-            served = str(response.json()["versions"][0]) if ok else f"HTTP {response.status_code}"
+            served = str(client.get(f"/v2/models/{model_name}").json()["versions"][0])
             seen.append(served)
-            run = run_before + 1 if served == version else 0
+            run = run + 1 if served == version else 0
             return run >= streak
 
         waited = _poll(timeout_s, reports_version)
