@@ -117,10 +117,20 @@ def check_version(
     )
 
 
-def check_golden(replica: Replica, golden: dict[str, Any], version: str, tolerance: float) -> CheckResult:
-    """Send the golden rows recorded at gate time; answers must match them and name the version."""
+def check_golden(
+    replica: Replica, golden: dict[str, Any], version: str, tolerance: float, loading_s: float = 0.0
+) -> CheckResult:
+    """Send the golden rows recorded at gate time; answers must match them and name the version.
+
+    A 503 (a worker still loading its first model, while the one the version check asked already
+    serves it) is asked again for up to ``loading_s``; any other answer is judged at once.
+    """
+    deadline = time.monotonic() + loading_s
     with replica.client() as client:
         response = client.post("/predict", json={"records": golden["records"]})
+        while response.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            response = client.post("/predict", json={"records": golden["records"]})
     if response.status_code != 200:
         return CheckResult(replica.url, "golden", False, f"HTTP {response.status_code}", "200, identical")
     body = response.json()
@@ -225,7 +235,9 @@ def verify_replica(
         ("version", lambda: check_version(
             replica, model_name, version, checks.version_timeout_s, checks.version_streak
         )),
-        ("golden", lambda: check_golden(replica, golden, version, checks.golden_tolerance)),
+        ("golden", lambda: check_golden(
+            replica, golden, version, checks.golden_tolerance, checks.version_timeout_s
+        )),
         ("latency", lambda: check_latency(replica, golden["records"], checks)),
         ("bake", lambda: check_bake(replica, checks)),
     ]  # fmt: skip

@@ -96,3 +96,43 @@ def test_a_check_request_not_answered_in_time_is_a_latency_failure() -> None:
         server.server_close()
     assert [(r.name, r.passed) for r in results] == [("ready", True), ("version", True), ("latency", False)]
     assert "the golden check's request was not answered in time (ReadTimeout)" in results[-1].value
+
+
+def test_the_golden_check_waits_for_a_worker_still_loading_its_first_model() -> None:
+    """503 (the worker is loading) is asked again within the wait; the answer is then judged as usual."""
+    from flows.checks import check_golden
+
+    golden = {"records": [{"x": 1.0}], "labels": [1], "probabilities": [[0.1, 0.9]]}
+    answered = {"n": 0}
+    loading_for = {"n": 3}
+
+    class Worker(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            answered["n"] += 1
+            loading = answered["n"] <= loading_for["n"]
+            body = (
+                b'{"error": "model: not loaded yet"}'
+                if loading
+                else b'{"model_version": "2", "predictions": [{"label": 1, "probabilities": '
+                b'{"0": 0.1, "1": 0.9}}]}'
+            )
+            self.send_response(503 if loading else 200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Worker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        replica = Replica(f"http://127.0.0.1:{server.server_address[1]}")
+        assert check_golden(replica, golden, "2", 1e-6, loading_s=10).passed
+        assert answered["n"] == 4
+        answered["n"], loading_for["n"] = 0, 10_000  # never loads: refused after the wait, as before
+        refused = check_golden(replica, golden, "2", 1e-6, loading_s=0.5)
+        assert not refused.passed and refused.value == "HTTP 503"
+    finally:
+        server.shutdown()
