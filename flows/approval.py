@@ -12,7 +12,6 @@ import threading
 from uuid import UUID
 
 import prefect.runtime.flow_run
-from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.exceptions import FlowPauseTimeout
@@ -22,8 +21,8 @@ from pydantic import Field
 
 from flows import promote
 from flows.gate import ChampionScores, GateResult
+from flows.gateway import Registry, gateway
 from flows.runs import log_stage
-from flows.tracking import alias_version, connect
 from models.registry import CHALLENGER
 from models.settings import Settings
 
@@ -96,16 +95,14 @@ def request_approval(evidence: str, timeout_s: int) -> promote.Decision:
     return promote.Decision(answer.approve, answer.reviewer, answer.reason)
 
 
-def record_declined_decision(
-    client: MlflowClient, model_name: str, version: str, decision: promote.Decision
-) -> None:
+def record_declined_decision(registry: Registry, version: str, decision: promote.Decision) -> None:
     """A declined version's registry writes: the decision as tags, and it is no longer ``challenger``."""
-    promote.record_decision(client, model_name, version, decision)
-    if alias_version(client, model_name, CHALLENGER) == version:
-        client.delete_registered_model_alias(model_name, CHALLENGER)
+    promote.record_decision(registry.client, registry.model_name, version, decision)
+    if registry.alias(CHALLENGER) == version:
+        registry.drop(CHALLENGER)
 
 
 @task(cache_policy=NONE)
 def record_declined(settings: Settings, version: str, decision: promote.Decision) -> None:
-    record_declined_decision(connect(settings), settings.model_name, version, decision)
+    record_declined_decision(gateway(settings), version, decision)
     log_stage("promote", "version=%s verdict=declined by=%s reason=%s", version, decision.by, decision.reason)

@@ -30,10 +30,10 @@ def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
     started = time.monotonic()
     print("» running the training pipeline on the bundled breast-cancer data ...", flush=True)
     from flows.deploy import LocalService, predict
-    from flows.tracking import connect
+    from flows.gateway import gateway
 
     service = LocalService(settings)
-    connect(settings)  # the registry's database exists before the service reads it
+    gateway(settings)  # the registry's database exists before the service reads it
     already_running = service.pid() is not None
     service.start()
     from flows.training import training_pipeline
@@ -68,10 +68,10 @@ def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
 
 def gate_table(settings: Settings, version: str) -> str:
     """The gate's checks as recorded on the version's tags, one line each."""
-    from flows.tracking import connect
+    from flows.gateway import gateway
     from models.registry import Tag
 
-    tags = connect(settings).get_model_version(settings.model_name, version).tags
+    tags = gateway(settings).tags(version)
     prefix = Tag.gate_check("")
     rows = [(key.removeprefix(prefix), value) for key, value in tags.items() if key.startswith(prefix)]
     width = max((len(name) for name, _ in rows), default=5)
@@ -161,17 +161,17 @@ def _stop(settings: Settings) -> int:
 
 def _status(settings: Settings, replica_urls: list[str]) -> int:
     from flows.deploy import LocalService, served_version
-    from flows.rollout import history, recent
-    from flows.tracking import alias_version, connect
+    from flows.gateway import gateway
+    from flows.rollout import recent
     from models.registry import CHALLENGER, CHAMPION
 
-    client = connect(settings)
+    registry = gateway(settings)
     service = LocalService(settings)
     urls = replica_urls or ([service.url] if service.pid() is not None else [])
     print(f"model       {settings.model_name}")
-    print(f"champion    {alias_version(client, settings.model_name, CHAMPION)}")
-    print(f"challenger  {alias_version(client, settings.model_name, CHALLENGER)}")
-    live = history(client, settings.model_name)
+    print(f"champion    {registry.alias(CHAMPION)}")
+    print(f"challenger  {registry.alias(CHALLENGER)}")
+    live = registry.history()
     print(f"live so far {', '.join(live) or 'none'}")
     if not urls:
         print("replicas    none running (local service stopped)")
@@ -182,7 +182,7 @@ def _status(settings: Settings, replica_urls: list[str]) -> int:
             )
         except Exception as exc:  # noqa: BLE001 - status reports whatever it finds
             print(f"replica     {url} not answering ({type(exc).__name__})")
-    for entry in recent(client, settings, limit=5):
+    for entry in recent(registry.client, settings, limit=5):
         print(f"deployment  {entry.get('finished_at', '?')}  {entry.get('summary', '')}")
     return 0
 
@@ -235,15 +235,15 @@ def _traffic(settings: Settings, args: argparse.Namespace) -> int:
 
 def _fault(settings: Settings, args: argparse.Namespace) -> int:
     from flows.faults import register_broken_version
-    from flows.tracking import alias_version, connect
+    from flows.gateway import gateway
     from models.registry import CHAMPION
 
-    client = connect(settings)
-    base = args.base or alias_version(client, settings.model_name, CHAMPION)
+    registry = gateway(settings)
+    base = args.base or registry.alias(CHAMPION)
     if base is None:
         print("no champion to copy; run the pipeline first")
         return 1
-    version = register_broken_version(client, settings, base, args.kind)
+    version = register_broken_version(registry.client, settings, base, args.kind)
     print(f"registered v{version}: v{base} with a {args.kind} ONNX model (tag fault.injected)")
     print(f"deploy it to watch the rollback: mlops promote {version} --by you --reason 'fault drill'")
     return 0

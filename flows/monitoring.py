@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import mlflow.artifacts
 import prefect.runtime.flow_run
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -21,9 +20,9 @@ from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
 from flows import monitor
+from flows.gateway import gateway
 from flows.runs import artifact_key, log_stage
-from flows.tracking import alias_version, connect
-from models.registry import CHAMPION, PROFILE_ARTIFACT
+from models.registry import CHAMPION
 from models.settings import Settings
 
 
@@ -36,20 +35,13 @@ def monitor_version(
     labels_path: str | None,
     thresholds: monitor.MonitorThresholds,
 ) -> monitor.MonitorReport:
-    client = connect(settings)
-    run_id = str(client.get_model_version(settings.model_name, version).run_id)
-    profile: dict[str, Any] = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PROFILE_ARTIFACT}")
-    gate_metrics = {
-        k.removeprefix("holdout_"): v
-        for k, v in client.get_run(run_id).data.metrics.items()
-        if k.startswith("holdout_")
-    }
+    registry = gateway(settings)
     report = monitor.monitor_window(
         settings.inference_log_dir,
         model=settings.model_name,
         version=version,
-        profile=profile,
-        gate_metrics=gate_metrics,
+        profile=registry.profile(version),
+        gate_metrics=registry.holdout_metrics(version),
         since=since,
         until=until,
         thresholds=thresholds,
@@ -111,8 +103,8 @@ def monitor_flow(
 ) -> dict[str, Any]:
     """Drift, volume, errors, latency and live quality of a version over a window of its inference log."""
     settings = Settings()
-    client = connect(settings)
-    chosen = version or alias_version(client, settings.model_name, CHAMPION)
+    registry = gateway(settings)
+    chosen = version or registry.alias(CHAMPION)
     if chosen is None:
         raise ValueError(f"{settings.model_name} has no champion to monitor")
     end = until if until is not None else time.time()
@@ -125,7 +117,7 @@ def monitor_flow(
         thresholds or monitor.MonitorThresholds(),
     )
     triggered = act_on_breach(settings, report, retrain, retrain_deployment) if report.breaches else None
-    run_id = monitor.record_report(client, settings, report, triggered)
+    run_id = monitor.record_report(registry.client, settings, report, triggered)
     return {
         "version": chosen,
         "rows": report.rows,

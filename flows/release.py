@@ -7,18 +7,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import mlflow.artifacts
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
 from flows import deploy, promote, rollout
 from flows.checks import DeployChecks, Replica
+from flows.gateway import gateway
 from flows.runs import artifact_key, log_stage
-from flows.tracking import alias_version, connect
-from models.registry import CHAMPION, Tag
+from models.registry import CHAMPION
 from models.settings import Settings
 
 DeployTarget = Literal["local", "fleet"]
@@ -33,7 +32,7 @@ def promote_version(
     expected_champion: str | None = promote.ANY,
 ) -> str | None:
     previous = promote.promote(
-        connect(settings),
+        gateway(settings).client,
         settings.model_name,
         version,
         decision,
@@ -56,12 +55,7 @@ def replicas_for(settings: Settings, target: DeployTarget, replica_urls: list[st
 
 
 def _rollout(settings: Settings, replicas: list[Replica], checks: DeployChecks) -> rollout.Rollout:
-    client = connect(settings)
-
-    def golden(version: str) -> dict[str, Any]:
-        uri = client.get_model_version(settings.model_name, version).tags[Tag.GOLDEN_URI]
-        loaded: dict[str, Any] = mlflow.artifacts.load_dict(uri)
-        return loaded
+    registry = gateway(settings)
 
     def publish(entry: rollout.DeploymentRecord) -> None:
         log = get_run_logger().info if entry.passed else get_run_logger().error
@@ -78,7 +72,7 @@ def _rollout(settings: Settings, replicas: list[Replica], checks: DeployChecks) 
             description=entry.summary()[:1000],
         )
 
-    return rollout.Rollout(client, settings, replicas, checks, golden, publish)
+    return rollout.Rollout(registry.client, settings, replicas, checks, registry.golden, publish)
 
 
 @task(cache_policy=NONE)
@@ -146,7 +140,7 @@ def deploy_flow(
 ) -> str:
     """Deploy the current ``champion`` to the target and prove it serves; roll back if it does not."""
     settings = Settings()
-    version = alias_version(connect(settings), settings.model_name, CHAMPION)
+    version = gateway(settings).alias(CHAMPION)
     if version is None:
         raise ValueError(f"{settings.model_name} has no champion to deploy")
     entry = deploy_version(

@@ -355,11 +355,10 @@ class Stack:
         stamp.write_text(digest)
 
     def has_champion(self) -> bool:
-        from flows.tracking import alias_version, connect
+        from flows.gateway import gateway
         from models.registry import CHAMPION
 
-        client = connect(self.settings)
-        return alias_version(client, self.settings.model_name, CHAMPION) is not None
+        return gateway(self.settings).alias(CHAMPION) is not None
 
     def wait_worker(self) -> None:
         """Ready when the server has a heartbeat from this worker since it started."""

@@ -15,13 +15,21 @@ from models.settings import Settings, redact
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def connect(settings: Settings) -> MlflowClient:
-    """Point MLflow at the settings' store and make sure the experiment exists; return a client."""
+def point_mlflow(settings: Settings) -> None:
+    """Point MLflow's global tracking and registry URIs (``mlflow.start_run``, ``load_dict``) at the store."""
     settings.state_path.mkdir(parents=True, exist_ok=True)
     # MLflow prints "View run ... at: <tracking URI>" after each run, credentials in the URI included.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the settings' store and make sure the experiment exists; return a new client.
+
+    Flows use ``flows.gateway.gateway`` instead, which connects once per flow run.
+    """
+    point_mlflow(settings)
     uri = settings.resolved_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     ensure_experiment(client, settings)

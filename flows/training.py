@@ -33,9 +33,10 @@ from flows import (
     validate,
 )
 from flows.checks import DeployChecks
+from flows.gateway import gateway
 from flows.release import DeployTarget
 from flows.runs import artifact_key, ended, log_stage
-from flows.tracking import alias_version, connect, experiment_id, git_commit, registry_reachable
+from flows.tracking import git_commit, registry_reachable
 from models import datasets
 from models.recipes import get_recipe
 from models.registry import CHAMPION, Tag
@@ -86,7 +87,7 @@ def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame
 def train_model(
     split: datasets.Split, recipe: str, source: str, data_digest: str, validation: str, settings: Settings
 ) -> tuple[train.TrainResult, Pipeline]:
-    client = connect(settings)
+    registry = gateway(settings)
     began = time.perf_counter()
     pipeline = train.fit(split, recipe)
     fit_seconds = time.perf_counter() - began
@@ -94,7 +95,7 @@ def train_model(
         pipeline,
         split,
         recipe=recipe,
-        experiment_id=experiment_id(client, settings),
+        experiment_id=registry.experiment(),
         data_source=source,
         data_digest=data_digest,
         validation=validation,
@@ -110,7 +111,7 @@ def train_model(
 @task(cache_policy=NONE)
 def register_version(settings: Settings, result: train.TrainResult, tags: dict[str, str]) -> tuple[str, str]:
     """Register a new version, or take over the one an abandoned run left for the same training."""
-    client = connect(settings)
+    client = gateway(settings).client
     flow_run_id = str(prefect.runtime.flow_run.id)
     found = register.resumable_version(client, settings.model_name, tags[Tag.TRAINING_KEY], flow_run_id)
     if found is not None:
@@ -134,7 +135,7 @@ def convert_to_onnx(
     settings: Settings, pipeline: Pipeline, split: datasets.Split, version: str, run_id: str, tolerance: float
 ) -> convert.ConvertResult:
     result = convert.convert_version(
-        connect(settings),
+        gateway(settings).client,
         pipeline,
         split,
         model_name=settings.model_name,
@@ -156,7 +157,7 @@ def convert_to_onnx(
 
 @task(cache_policy=NONE)
 def score_champion(settings: Settings, split: datasets.Split) -> gate.ChampionScores | None:
-    scores = evaluate.score_champion(connect(settings), settings.model_name, split)
+    scores = evaluate.score_champion(gateway(settings).client, settings.model_name, split)
     log_stage(
         "gate",
         "champion=%s",
@@ -176,7 +177,7 @@ def run_gate(
 ) -> gate.GateResult:
     result = gate.evaluate_gate(metrics, conversion, conversion.latency, champion, config)
     compared = champion.version if champion is not None else None
-    gate.record_gate(connect(settings), settings.model_name, version, result, compared)
+    gate.record_gate(gateway(settings).client, settings.model_name, version, result, compared)
     create_table_artifact(
         result.table(),
         key=artifact_key("gate", settings.model_name),
@@ -188,7 +189,7 @@ def run_gate(
 
 @task(cache_policy=NONE)
 def write_model_card(settings: Settings, facts: card.CardFacts) -> str:
-    uri = card.log_model_card(connect(settings), facts)
+    uri = card.log_model_card(gateway(settings).client, facts)
     create_markdown_artifact(
         card.model_card(facts),
         key=artifact_key("model-card", settings.model_name),
@@ -377,7 +378,7 @@ def training_pipeline(
         )
     except rollout.DeploymentSupersededError as exc:
         message = f"v{version} was promoted, then superseded before its deploy finished: {exc}"
-        newer = alias_version(connect(settings), settings.model_name, CHAMPION)
+        newer = gateway(settings).alias(CHAMPION)
         return ended("Superseded", message, result("superseded", [str(exc)], newer, None))
     url = settings.serve_url if deploy_target == "local" else ",".join(replica_urls or [])
     return result("champion", [], version, url)
