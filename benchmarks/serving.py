@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,10 @@ import numpy as np
 
 from benchmarks import wrk
 from benchmarks.report import publish
-from flows.processes import free_port
+from flows.processes import free_port, supervised, wait_http
 
 RESULTS = Path(__file__).parent / "results"
+START_LIMIT_S = 180.0  # a server not answering its ready URL by then fails the benchmark
 RECIPE = "hist_gradient_boosting_scaled"
 CONNECTIONS = (1, 8, 32)
 BATCH_ROWS = 1000
@@ -84,36 +84,18 @@ class Server:
 @contextlib.contextmanager
 def started(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     began = time.perf_counter()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            server.command,
-            env={**os.environ, **server.env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    with supervised(server.command, log, server.env, stop_timeout_s=30) as process:
+        wait_http(
+            server.ready_url,
+            START_LIMIT_S,
+            exited=lambda: process.poll() is not None,
+            what=server.name,
+            setting=f"benchmarks.serving.START_LIMIT_S={START_LIMIT_S:g}",
+            log_file=log,
+            interval_s=0.05,
         )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-                raise RuntimeError(f"{server.name} exited:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.ready_url, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{server.name} not ready after 180 s; see {log}")
-            time.sleep(0.05)
         server.results["cold_start_s"] = time.perf_counter() - began
         yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 JSON_HEADERS = {"content-type": "application/json"}

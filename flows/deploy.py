@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 
 from flows.checks import Replica
-from flows.processes import alive, log_tail, stop_group, wait_http
+from flows.processes import alive, log_tail, spawn, stop_group, wait_http
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 
@@ -79,17 +78,7 @@ class LocalService:
     def start(self) -> int:
         if (pid := self.pid()) is not None:
             return pid
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                self.command(),
-                cwd=PROJECT_ROOT,
-                env=self.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        process = spawn(self.command(), self.log_file, self.environment(), PROJECT_ROOT)
         self.pid_file.write_text(str(process.pid))
         return process.pid
 

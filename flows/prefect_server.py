@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.processes import free_port, stop_group, wait_http
+from flows.processes import free_port, supervised, wait_http
 from models.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,26 +76,16 @@ def temporary_server(settings: Settings) -> Iterator[TemporaryServer]:
     """
     port = free_port()
     log_file = settings.state_path / "logs" / "prefect-temporary-server.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            command(port),
-            env={**os.environ, **SERVER_ENV},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    with supervised(command(port), log_file, SERVER_ENV, stop_timeout_s=10) as process:
+        server = TemporaryServer(
+            process, f"http://127.0.0.1:{port}/api", log_file, settings.prefect_start_timeout_s
         )
-    server = TemporaryServer(
-        process, f"http://127.0.0.1:{port}/api", log_file, settings.prefect_start_timeout_s
-    )
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        yield server
-    finally:
-        drain_to_server()
-        os.environ.pop("PREFECT_API_URL", None)
-        stop_group(process.pid, timeout_s=10, poll=process.poll)
+        os.environ["PREFECT_API_URL"] = server.api_url
+        try:
+            yield server
+        finally:
+            drain_to_server()  # while the server still runs
+            os.environ.pop("PREFECT_API_URL", None)
 
 
 def drain_to_server(timeout_s: float = 10) -> None:

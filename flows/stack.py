@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from flows.processes import StartupError, alive, log_tail, stop_group, timed_out, wait_http
+from flows.processes import StartupError, alive, log_tail, spawn, stop_group, timed_out, wait_http
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 
@@ -168,17 +168,7 @@ class Supervisor:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, key: str, component: Component) -> None:
-        component.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with component.log_file.open("ab") as log:
-            self.processes[key] = subprocess.Popen(
-                component.command,
-                cwd=PROJECT_ROOT,
-                env={**os.environ, **component.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.processes[key] = spawn(component.command, component.log_file, component.env, PROJECT_ROOT)
         self._remember()
 
     def _remember(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.coldstart import newcomer_env
+from flows.processes import supervised
 from flows.tracking import PROJECT_ROOT
 from tests.started_env import STARTED_ENV
 
@@ -75,28 +76,19 @@ class Command:
 def make(
     folder: Path, target: str, output: Path, settings_env: Mapping[str, str] | None = None
 ) -> Iterator[Command]:
-    """``make <target>`` in ``folder``, in a process group of its own, stopped if the test ends first."""
-    with output.open("ab") as out:
-        process = subprocess.Popen(
-            ["make", target],
-            cwd=folder,
-            env={**machine_env(), **(settings_env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    command = Command(process, output)
-    try:
-        yield command
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    """``make <target>`` in ``folder``, in a process group of its own; if the test ends first, stopped as
+    Ctrl-C would (SIGINT), then SIGKILL after 90 s."""
+    with supervised(
+        ["make", target],
+        output,
+        settings_env,
+        cwd=folder,
+        stop_timeout_s=90,
+        first=signal.SIGINT,
+        base_env=machine_env(),
+        after_exit=False,  # what a finished make leaves running is for the test to find
+    ) as process:
+        yield Command(process, output)
 
 
 def run_make(folder: Path, target: str, output: Path, timeout_s: float) -> str:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from flows.processes import free_port
+from flows.processes import free_port, supervised, wait_http
 from flows.stack import MLFLOW_SERVER_ENV
 from flows.tracking import connect
 from flows.training import training_pipeline
@@ -115,34 +114,16 @@ def tracking_server(state: Path, log: Path) -> Iterator[int]:
         "--backend-store-uri", f"sqlite:///{state / 'server.db'}",
         "--default-artifact-root", (state / "artifacts").as_uri(), "--no-serve-artifacts", "--workers", "1",
     ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            env={**os.environ, **MLFLOW_SERVER_ENV},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    with supervised(command, log, MLFLOW_SERVER_ENV) as process:
+        wait_http(
+            f"http://127.0.0.1:{port}/health",
+            90,
+            exited=lambda: process.poll() is not None,
+            what="mlflow server",
+            setting="the test's limit (90 s)",
+            log_file=log,
         )
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError(f"mlflow server not up: {log.read_text()[-2000:]}")
         yield port
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
