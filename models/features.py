@@ -135,17 +135,38 @@ def _columns(records: Sequence[Mapping[str, Any]], specs: Sequence[TensorSpec]) 
         )
         block = np.ascontiguousarray(number_block(rows, lambda i, j: f"records[{i}].{names[j]}").T)
         for spec, column in zip(numeric, block, strict=True):
-            feeds[spec.name] = typed(column, spec).reshape(-1, 1)
+            feeds[spec.name] = model_input(column, spec)
     for spec in specs:
         if not spec.is_numeric:
             column = [record[spec.name] for record in records]
-            feeds[spec.name] = strings(column, field_of("records", f".{spec.name}")).reshape(-1, 1)
+            feeds[spec.name] = model_input(strings(column, field_of("records", f".{spec.name}")), spec)
     return {spec.name: feeds[spec.name] for spec in specs}
 
 
 def typed(column: np.ndarray, spec: TensorSpec) -> np.ndarray:
     dtype = NUMPY_DTYPES[spec.datatype]
     return column if dtype is np.float64 else column.astype(dtype)
+
+
+def model_input(column: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A checked column of one feature (float64 numbers or ``str`` objects) as the model's (n, 1) input.
+
+    The one encoding of a feature: the online routes (records, OIP tensors) and batch scoring all end here,
+    so the service and a batch cannot feed a model differently.
+    """
+    return typed(column, spec).reshape(-1, 1)
+
+
+def feeds_from_columns(
+    columns: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """One (n, 1) tensor per model input from checked columns (a batch's rows that can be scored)."""
+    return {
+        spec.name: model_input(
+            np.asarray(columns[spec.name], dtype=np.float64 if spec.is_numeric else object), spec
+        )
+        for spec in specs
+    }
 
 
 def feeds_from_records(

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from models.features import ONNX_TO_DATATYPE, TensorSpec, feeds_from_records
+from models import scoring
+from models.features import TensorSpec, feeds_from_records
 from models.registry import CHAMPION, GOLDEN_ARTIFACT, Tag
 from models.runtime import make_session
 from models.settings import redact
@@ -145,10 +146,7 @@ class LoadedModel:
     @classmethod
     def load(cls, ref: ModelRef, model_file: Path) -> LoadedModel:
         session = make_session(model_file)
-        inputs = tuple(TensorSpec(i.name, ONNX_TO_DATATYPE[i.type]) for i in session.get_inputs())
-        props = session.get_modelmeta().custom_metadata_map
-        classes = tuple(json.loads(props["classes"])) if "classes" in props else None
-        outputs = tuple(o.name for o in session.get_outputs())
+        inputs, outputs, classes = scoring.describe(session)
         return cls(ref=ref, session=session, inputs=inputs, output_names=outputs, classes=classes)
 
     def feeds(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -160,17 +158,7 @@ class LoadedModel:
 
     def predictions(self, outputs: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Outputs as one JSON-ready prediction per row."""
-        if self.classes is None:
-            return [{"value": float(v)} for v in np.asarray(outputs[0]).ravel()]
-        labels, probabilities = outputs[0].ravel(), outputs[1]
-        keys = [str(c) for c in self.classes]
-        return [
-            {
-                "label": label.item() if isinstance(label, np.generic) else label,
-                "probabilities": dict(zip(keys, row.tolist(), strict=True)),
-            }
-            for label, row in zip(labels, probabilities, strict=True)
-        ]
+        return scoring.predictions(outputs, self.classes)
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return self.predictions(self.run(self.feeds(records)))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.features import NUMPY_DTYPES, InputError, TensorSpec, field_of, number_block, strings, typed
+from models.features import NUMPY_DTYPES, InputError, TensorSpec, field_of, model_input, number_block, strings
 
 NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT8"})
 NUMPY_TO_DATATYPE = {
@@ -200,12 +200,12 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
         if spec.is_numeric:
             numeric.append((where, spec, data))
         else:
-            feeds[name] = strings(data, field_of(f"{where}.data")).reshape(-1, 1)
+            feeds[name] = model_input(strings(data, field_of(f"{where}.data")), spec)
     raw.finish()
     if numeric:  # one type pass, one conversion, one finiteness test for every JSON tensor
         block = number_block([data for _, _, data in numeric], lambda i, j: f"{numeric[i][0]}.data[{j}]")
         for (_, spec, _), values in zip(numeric, block, strict=True):
-            feeds[spec.name] = typed(values, spec).reshape(-1, 1)
+            feeds[spec.name] = model_input(values, spec)
     absent = sorted(set(specs) - set(feeds))
     if absent:
         raise InputError("inputs", f"missing tensors for {absent}")
