@@ -2,6 +2,7 @@
 service's and scikit-learn's, provenance on every row, files that appear only when complete."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,7 +127,7 @@ def test_golden_rows_check_the_batch_path_against_the_versions_own_answers(
 ) -> None:
     from flows.convert import golden_payload
 
-    golden = golden_payload(fitted, split)
+    golden: dict[str, Any] = golden_payload(fitted, split)
     assert batch.golden_mismatches(model, SPEC, golden, tolerance=1e-6) == []
     shifted = {**golden, "probabilities": [[p0 + 0.01, p1 - 0.01] for p0, p1 in golden["probabilities"]]}
     assert batch.golden_mismatches(model, SPEC, shifted, tolerance=1e-6) == [
