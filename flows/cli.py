@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from flows.prefect_server import TemporaryServer
 
 # The commands that run a flow: without a configured Prefect server they get a temporary one.
-FLOW_COMMANDS = {"demo", "run", "promote", "deploy", "rollback", "monitor"}
+FLOW_COMMANDS = {"demo", "run", "promote", "deploy", "rollback", "monitor", "batch-score"}
 
 
 def _demo(settings: Settings, prefect: TemporaryServer | None) -> int:
@@ -218,6 +218,49 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_score(settings: Settings, args: argparse.Namespace) -> int:
+    """The batch-score flow in this process, a progress bar over its input files while it runs."""
+    import threading
+
+    from rich.progress import Progress
+
+    from flows.batch import batch_score_flow, finished_outputs
+    from models import batch
+
+    files = batch.input_files(args.source)
+    names = batch.output_names(files)
+    done, began = threading.Event(), time.time() - 1
+
+    def follow(progress: Progress) -> None:
+        task = progress.add_task(f"scoring {len(files)} file(s)", total=len(files))
+        while not done.wait(0.5):
+            progress.update(task, completed=finished_outputs(args.output, names.values(), began))
+        progress.update(task, completed=finished_outputs(args.output, names.values(), began))
+
+    with Progress(transient=False) as progress:
+        watcher = threading.Thread(target=follow, args=(progress,), daemon=True)
+        watcher.start()
+        try:
+            state = batch_score_flow(
+                args.source,
+                args.output,
+                alias=args.alias,
+                version=args.version,
+                on_skew=args.on_skew,
+                chunk_rows=args.chunk_rows,
+                return_state=True,
+            )
+        finally:
+            done.set()
+            watcher.join()
+    result = state.result(raise_on_failure=False)
+    print(json.dumps(result, indent=2, default=str))
+    if state.is_failed():
+        print(f"» batch-score: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _traffic(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -314,6 +357,15 @@ def parser() -> argparse.ArgumentParser:
     traffic.add_argument("--labels-out", default=".mlops/traffic-labels.csv")
     traffic.add_argument("--url", help="default: the local service")
     traffic.add_argument("--seed", type=int, default=0)
+    batch_score = commands.add_parser(
+        "batch-score", help="score a CSV/Parquet file, folder or glob with the served model, into Parquet"
+    )
+    batch_score.add_argument("source", help="file, folder or glob; local or any fsspec URL")
+    batch_score.add_argument("output", help="folder for the Parquet output (the input's layout kept)")
+    batch_score.add_argument("--alias", default="champion")
+    batch_score.add_argument("--version", help="a version number instead of the alias")
+    batch_score.add_argument("--on-skew", choices=["warn", "fail"], default="warn")
+    batch_score.add_argument("--chunk-rows", type=int, help="default: MLOPS_BATCH_CHUNK_ROWS")
     commands.add_parser("stop", help="stop the local serving process")
     status = commands.add_parser("status", help="aliases, what each replica serves, the last deployments")
     status.add_argument("--replica", action="append", default=[], help="replica URL, repeatable")
@@ -367,6 +419,8 @@ def dispatch(settings: Settings, args: argparse.Namespace, prefect: TemporarySer
         return _traffic(settings, args)
     if args.command == "fault":
         return _fault(settings, args)
+    if args.command == "batch-score":
+        return _batch_score(settings, args)
     if args.command == "stop":
         return _stop(settings)
     return _status(settings, args.replica)

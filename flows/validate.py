@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -222,6 +223,56 @@ def validate_frame(frame: pd.DataFrame, spec: DatasetSpec) -> ValidationReport:
     result = batch.validate(build_suite(spec), result_format="SUMMARY")
     outcomes = (*(_outcome(r) for r in result.results), label_leakage(frame, spec))
     return ValidationReport(dataset=spec.name, rows=len(frame), outcomes=outcomes)
+
+
+def build_batch_suite(spec: DatasetSpec, present: Collection[str] | None = None) -> gx.ExpectationSuite:
+    """The schema part of the training data's suite, for data to be scored: every feature present (other
+    columns, the target among them, may be there too) and each numeric feature of a numeric type (only
+    those ``present``, when given: a missing one is the first expectation's failure already).
+
+    Row-level problems (nulls, values out of range, unknown categories) do not refuse a batch: the scorer
+    sets those rows aside with their reason (``models.batch.check_rows``, the same bounds as this suite).
+    """
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    training = build_suite(spec)
+    suite = gx.ExpectationSuite(name=f"{spec.name}_batch_suite")
+    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=spec.feature_names, exact_match=False))
+    for expectation in training.expectations:
+        column = getattr(expectation, "column", None)
+        if expectation.expectation_type == "expect_column_values_to_be_in_type_list" and (
+            present is None or column in present
+        ):
+            suite.add_expectation(expectation.copy(update={"id": None}))
+    return suite
+
+
+def _parsed_numbers(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """A text column of a numeric feature (CSV reads a column with one stray word as text) taken as numbers
+    when most of its values are: the stray values are the scorer's to quarantine, not a wrong schema."""
+    parsed = frame.copy()
+    for name in spec.numeric_features:
+        if name in parsed and parsed[name].dtype == object:
+            numbers = pd.to_numeric(parsed[name], errors="coerce")
+            present = parsed[name].notna()
+            if present.any() and numbers[present].notna().mean() >= 0.5:
+                parsed[name] = numbers
+    return parsed
+
+
+def validate_batch_sample(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> ValidationReport:
+    """The batch suite on the first rows of a file to be scored."""
+    context = _ephemeral_context()
+    asset = context.data_sources.add_pandas(spec.name).add_dataframe_asset("batch")
+    sample = _parsed_numbers(frame, spec)
+    batch = asset.add_batch_definition_whole_dataframe("sample").get_batch(
+        batch_parameters={"dataframe": sample}
+    )
+    result = batch.validate(build_batch_suite(spec, set(frame.columns)), result_format="SUMMARY")
+    return ValidationReport(
+        dataset=source, rows=len(frame), outcomes=tuple(_outcome(r) for r in result.results)
+    )
 
 
 def unreadable_report(spec: DatasetSpec, problem: str) -> ValidationReport:

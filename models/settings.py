@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     )
     tls_certfile: Path | None = Field(default=None, description="Serve HTTPS with this certificate ...")
     tls_keyfile: Path | None = Field(default=None, description="... and this private key.")
+    # Batch scoring (`mlops batch-score`, the batch-score deployment): where its tasks run.
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler for batch scoring (tcp://host:8786); unset: a local cluster here.",
+    )
+    batch_workers: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Worker processes of the local Dask cluster batch scoring starts.",
+    )
+    batch_chunk_rows: int = Field(
+        default=100_000, ge=1, description="Rows read, checked and scored at a time: bounds a task's memory."
+    )
     # The local stack (`mlops stack`): the servers it starts, and the databases behind them.
     prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect server and UI.")
     mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow tracking server and UI.")

@@ -34,6 +34,7 @@ from models.settings import Settings
 # shares the machine with the second, where the services under sustained load run one at a time. The two
 # take about as long (pytest's --durations shows each test's time).
 WAITING_LANE = (
+    "tests/flows/test_batch.py",
     "tests/flows/test_monitor.py",
     "tests/flows/test_pipeline.py",
     "tests/flows/test_promotion.py",

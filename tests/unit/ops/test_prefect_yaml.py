@@ -42,3 +42,9 @@ def test_a_mistyped_gate_parameter_is_refused() -> None:
 def test_the_pipeline_is_scheduled() -> None:
     pipeline = next(d for d in DEPLOYMENTS if d["name"] == "training-pipeline")
     assert pipeline["schedules"][0]["cron"] == "0 3 * * *"
+
+
+def test_batch_scoring_is_deployed_with_its_schedule_off_until_a_user_sets_the_paths() -> None:
+    batch = next(d for d in DEPLOYMENTS if d["name"] == "batch-score")
+    assert "schedules" not in batch
+    assert '#   - cron: "0 4 * * *"' in Path(PROJECT_ROOT, "prefect.yaml").read_text()
