@@ -328,6 +328,9 @@ def batch_score_flow(
         provenance,
         chunk_rows or settings.batch_chunk_rows,
     )
+    lost = batch.discard_partials(output)
+    for left in lost:
+        log_stage("batch", "removed %s, left by an attempt lost mid-file", left)
     drift = skew(model, results, thresholds or monitor.MonitorThresholds())
     seconds = time.perf_counter() - began
     run_id = record_batch(gateway(settings), model, source, output, batch_id, results, drift, seconds)
@@ -355,6 +358,7 @@ def batch_score_flow(
         "outputs": [r.output_file for r in results],
         "quarantine": [r.quarantine_file for r in results if r.quarantine_file],
         "skew": drift["breaches"],
+        "lost_attempts": len(lost),  # files a lost worker had begun: scored again, whole, elsewhere
     }
     if drift["breaches"] and on_skew == "fail":
         # Prefect makes a returned state the run's final state; the caller gets ``answer`` as its data.

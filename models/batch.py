@@ -264,6 +264,15 @@ def score_file(
     )
 
 
+def discard_partials(output_url: str) -> list[str]:
+    """Remove what attempts lost mid-file (a killed worker) left under their temporary names."""
+    fs, root = fsspec.core.url_to_fs(output_url)
+    left = [p for p in fs.glob(posixpath.join(root, "**", "*.partial-*")) if fs.isfile(p)]
+    for path in left:
+        fs.rm(path)
+    return left
+
+
 def _provenance(provenance: Provenance, url: str, numbers: np.ndarray) -> dict[str, Any]:
     n = len(numbers)
     return {
