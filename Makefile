@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: help setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart
+.PHONY: help setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .DEFAULT_GOAL := help
 
@@ -60,6 +60,9 @@ bench-soak: setup ## 30 min at 200 req/s with a deploy or rollback every 150 s (
 # Cold paths from a fresh clone, with and without PYTHONDONTWRITEBYTECODE: make demo, first answer, mlops --help.
 bench-coldstart: setup ## cold paths from a fresh clone: make demo, the service's first answer, mlops --help
 	$(RUN) python -m benchmarks.coldstart
+
+bench-batch: setup ## 10,000,000 rows through mlops batch-score vs in-process onnxruntime, peak memory (~3 min)
+	$(RUN) python -m benchmarks.batch
 
 stop: setup ## stop the service and whatever a killed stack left running
 	$(RUN) mlops stop

@@ -9,10 +9,8 @@ run in ``<experiment>-batch`` and a Prefect artifact. The scoring itself is ``mo
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import logging
 import posixpath
 import time
 from collections.abc import Iterable
@@ -30,6 +28,7 @@ from prefect.cache_policies import NONE
 from prefect.states import Failed
 
 from flows import monitor, validate
+from flows.batch_worker import score_files
 from flows.gateway import Registry, gateway
 from flows.runs import artifact_key, log_stage
 from models import batch, datasets
@@ -80,16 +79,6 @@ def load_version(registry: Registry, version: str) -> BatchModel:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _session(digest: str, onnx: bytes) -> OnnxModel:
-    """One onnxruntime session per model per worker process, however many files it scores."""
-    return OnnxModel.load(onnx)
-
-
-def onnx_model(onnx: bytes) -> OnnxModel:
-    return _session(hashlib.sha256(onnx).hexdigest(), onnx)
-
-
 @task(cache_policy=NONE)
 def resolve_model(settings: Settings, alias: str, version: str | None) -> BatchModel:
     registry = gateway(settings)
@@ -98,7 +87,9 @@ def resolve_model(settings: Settings, alias: str, version: str | None) -> BatchM
         raise BatchRefusedError(f"{settings.model_name} has no {alias!r} alias: nothing to score with")
     model = load_version(registry, chosen)
     spec = datasets.get_spec(model.dataset)
-    mismatches = batch.golden_mismatches(onnx_model(model.onnx), spec, model.golden, GOLDEN_TOLERANCE)
+    mismatches = batch.golden_mismatches(
+        OnnxModel.load(model.onnx, arena=False), spec, model.golden, GOLDEN_TOLERANCE
+    )
     if mismatches:
         raise BatchRefusedError(
             f"v{chosen} scored in batch does not answer as served: {'; '.join(mismatches)}"
@@ -111,54 +102,11 @@ def resolve_model(settings: Settings, alias: str, version: str | None) -> BatchM
 def check_schema(url: str, dataset: str) -> validate.ValidationReport:
     spec = datasets.get_spec(dataset)
     try:
-        first = next(batch.read_chunks(url, SCHEMA_SAMPLE_ROWS), pd.DataFrame())
+        first = next(batch.read_chunks(url, SCHEMA_SAMPLE_ROWS), None)
     except (ValueError, OSError) as exc:
         return validate.unreadable_report(spec, f"{url}: {type(exc).__name__}: {str(exc)[:200]}")
-    return validate.validate_batch_sample(first, spec, url)
-
-
-@task(cache_policy=NONE, retries=2, retry_delay_seconds=1)
-def score_partition(
-    onnx: bytes,
-    dataset: str,
-    url: str,
-    output_url: str,
-    quarantine_url: str,
-    provenance: batch.Provenance,
-    chunk_rows: int,
-) -> batch.FileResult:
-    """One input file, on whichever Dask worker runs it; a retry replaces a lost attempt's files whole."""
-    return batch.score_file(
-        onnx_model(onnx), datasets.get_spec(dataset), url, output_url, quarantine_url, provenance, chunk_rows
-    )
-
-
-def score_partitions(
-    settings: Settings,
-    model: BatchModel,
-    files: dict[str, str],
-    quarantine: dict[str, str],
-    provenance: batch.Provenance,
-    chunk_rows: int,
-) -> list[batch.FileResult]:
-    """Every file at once on Dask, as many at a time as it has workers; task runs of this flow run."""
-    with task_runner(settings) as runner:
-        futures = [
-            runner.submit(
-                score_partition,
-                parameters={
-                    "onnx": model.onnx,
-                    "dataset": model.dataset,
-                    "url": url,
-                    "output_url": output_url,
-                    "quarantine_url": quarantine[url],
-                    "provenance": provenance,
-                    "chunk_rows": chunk_rows,
-                },
-            )
-            for url, output_url in files.items()
-        ]
-        return [future.result() for future in futures]
+    sample = first.to_pandas() if first is not None else pd.DataFrame()
+    return validate.validate_batch_sample(sample, spec, url)
 
 
 def finished_outputs(output: str, names: Iterable[str], since: float) -> int:
@@ -172,25 +120,6 @@ def finished_outputs(output: str, names: Iterable[str], since: float) -> int:
             return False
 
     return sum(fresh(posixpath.join(root, name)) for name in names)
-
-
-def task_runner(settings: Settings) -> Any:
-    """Dask: the scheduler at ``dask_address``, or a local cluster of ``batch_workers`` processes."""
-    from prefect_dask.task_runners import DaskTaskRunner
-
-    if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": settings.batch_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": None,
-            "silence_logs": logging.WARNING,  # a line per worker start and stop otherwise
-        },
-    )
 
 
 def skew(
@@ -213,6 +142,11 @@ def skew(
         "live_metrics": {},
     }
     return {**parts, "breaches": monitor.judge(parts, thresholds)}
+
+
+def scoring_span(results: list[batch.FileResult]) -> float:
+    """From the first file's start to the last one's end, over every worker: what scoring itself took."""
+    return max(r.finished_at for r in results) - min(r.started_at for r in results) if results else 0.0
 
 
 def summary_markdown(
@@ -320,9 +254,10 @@ def batch_score_flow(
     names = batch.output_names(files)
     batch_id = str(prefect.runtime.flow_run.id)
     provenance = batch.Provenance(model.name, model.version, model.run_id, batch_id)
-    results = score_partitions(
-        settings,
-        model,
+    model_url = batch.put_model(root, model.name, model.version, model.onnx)
+    results = score_files(
+        model_url,
+        model.dataset,
         {url: posixpath.join(root, name) for url, name in names.items()},
         {url: posixpath.join(root, batch.QUARANTINE_DIR, name) for url, name in names.items()},
         provenance,
@@ -359,6 +294,7 @@ def batch_score_flow(
         "quarantine": [r.quarantine_file for r in results if r.quarantine_file],
         "skew": drift["breaches"],
         "lost_attempts": len(lost),  # files a lost worker had begun: scored again, whole, elsewhere
+        "scoring_s": scoring_span(results),
     }
     if drift["breaches"] and on_skew == "fail":
         # Prefect makes a returned state the run's final state; the caller gets ``answer`` as its data.

@@ -20,6 +20,7 @@ def point_mlflow(settings: Settings) -> None:
     settings.state_path.mkdir(parents=True, exist_ok=True)
     # MLflow prints "View run ... at: <tracking URI>" after each run, credentials in the URI included.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download in the logs
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
 

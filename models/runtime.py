@@ -18,9 +18,13 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
-def make_session(model: bytes | Path) -> ort.InferenceSession:
+def make_session(model: bytes | Path, arena: bool = True) -> ort.InferenceSession:
+    """``arena=False`` for batches: onnxruntime's arena keeps the largest chunk's buffers for the session's
+    life (a batch worker's peak memory); a serving worker's requests are small and reuse it."""
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    options = session_options()
+    options.enable_cpu_mem_arena = arena
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ class OnnxModel:
     classes: tuple[Any, ...] | None
 
     @classmethod
-    def load(cls, model: bytes | Path) -> OnnxModel:
-        session = make_session(model)
+    def load(cls, model: bytes | Path, arena: bool = True) -> OnnxModel:
+        session = make_session(model, arena)
         return cls(session, *describe(session))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -133,3 +133,18 @@ def test_golden_rows_check_the_batch_path_against_the_versions_own_answers(
     assert batch.golden_mismatches(model, SPEC, shifted, tolerance=1e-6) == [
         "golden rows differ by 0.01 > 1e-06"
     ]
+
+
+def test_the_skew_sample_is_bounded_and_drawn_from_the_whole_file(model: OnnxModel, tmp_path: Path) -> None:
+    rows = 60_000
+    frame = pd.DataFrame({name: np.zeros(rows) for name in SPEC.feature_names})
+    frame["mean_radius"] = np.arange(
+        rows, dtype=float
+    )  # a row's place in the file, to see where samples came from
+    frame.to_parquet(tmp_path / "in.parquet", row_group_size=5_000)
+    result = score(model, tmp_path / "in.parquet", tmp_path / "out", chunk_rows=5_000)
+    taken = result.sample["mean_radius"]
+    assert len(taken) == batch.SAMPLE_ROWS and taken.is_unique
+    # uniform over the file: each sixth of it holds about a sixth of the sample
+    shares = np.histogram(taken, bins=6, range=(0, rows))[0] / batch.SAMPLE_ROWS
+    assert np.all(np.abs(shares - 1 / 6) < 0.03), shares
