@@ -15,6 +15,7 @@ import posixpath
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -31,7 +32,7 @@ from flows import monitor, validate
 from flows.batch_worker import score_files
 from flows.gateway import Registry, gateway
 from flows.runs import artifact_key, log_stage
-from models import batch, datasets
+from models import batch, datasets, inference_records
 from models.profile import LiveProfile
 from models.registry import CHAMPION, Tag
 from models.scoring import OnnxModel
@@ -179,6 +180,34 @@ def summary_markdown(
     return "\n".join(lines)
 
 
+def batch_log_record(
+    model: BatchModel, batch_id: str, run_id: str, results: list[batch.FileResult]
+) -> dict[str, Any]:
+    """The batch's line in the inference log: from any output row's ``batch_id`` to what produced it."""
+    now = time.time()
+    return {
+        "request_id": batch_id,
+        "ts": now,
+        "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+        "model": model.name,
+        "version": model.version,
+        "run_id": model.run_id,
+        "rows": sum(r.rows for r in results),
+        "scored": sum(r.scored for r in results),
+        "quarantined": sum(r.quarantined for r in results),
+        "files": [
+            {
+                "input": r.input_file,
+                "digest": r.input_digest,
+                "output": r.output_file,
+                "quarantine": r.quarantine_file,
+            }
+            for r in results
+        ],
+        "batch_run": run_id,
+    }
+
+
 def record_batch(
     registry: Registry,
     model: BatchModel,
@@ -269,6 +298,9 @@ def batch_score_flow(
     drift = skew(model, results, thresholds or monitor.MonitorThresholds())
     seconds = time.perf_counter() - began
     run_id = record_batch(gateway(settings), model, source, output, batch_id, results, drift, seconds)
+    inference_records.append_batch_record(
+        settings.inference_log_dir, batch_log_record(model, batch_id, run_id, results)
+    )
     create_markdown_artifact(
         summary_markdown(model, source, output, results, drift),
         key=artifact_key("batch", settings.model_name),

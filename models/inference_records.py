@@ -9,10 +9,16 @@ The log is a folder of segment files (``*.jsonl``), one JSON line per request. R
 (output -> list, one per row) and ``probe`` (sent by a check, not a consumer). A refused request is a
 record with ``status`` and ``error`` and no rows. ``read_records`` streams them back; ``iter_rows``
 flattens them into one dict per prediction row.
+
+A batch scoring run adds one record to the segment ``batches.jsonl``: ``route`` ``batch``, ``request_id``
+the batch id (every output row's ``batch_id``), ``model``, ``version``, ``run_id``, ``rows``, ``scored``,
+``quarantined``, ``files`` (input, its digest, output, quarantine) and ``batch_run`` (the MLflow run).
+``read_records`` leaves batch records out unless asked (``batches=True``): they are not requests.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,8 @@ SEGMENT_SUFFIX = ".jsonl"
 # Sent by the deploy checks: their requests are logged like any other but marked (``probe``), so that the
 # drift monitor judges consumers' traffic, not the checks' golden rows.
 PROBE_HEADER = "x-mlops-probe"
+BATCH_SEGMENT = f"batches{SEGMENT_SUFFIX}"
+BATCH_ROUTE = "batch"
 
 
 def segments(directory: Path) -> list[Path]:
@@ -30,9 +38,15 @@ def segments(directory: Path) -> list[Path]:
 
 
 def read_records(
-    directory: Path, *, since: float | None = None, until: float | None = None, version: str | None = None
+    directory: Path,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    version: str | None = None,
+    batches: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Stream records (one per request) in segment order; a torn last line (killed writer) is skipped."""
+    """Stream records (one per request; with ``batches``, batch runs' too) in segment order; a torn last
+    line (killed writer) is skipped."""
     for segment in segments(directory):
         with segment.open("rb") as handle:
             for line in handle:
@@ -48,7 +62,19 @@ def read_records(
                     continue
                 if version is not None and record["version"] != version:
                     continue
+                if record.get("route") == BATCH_ROUTE and not batches:
+                    continue
                 yield record
+
+
+def append_batch_record(directory: Path, record: dict[str, Any]) -> None:
+    """One batch run's record, appended as one line (one ``write`` on an append-only file) and synced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    line = orjson.dumps({**record, "route": BATCH_ROUTE}) + b"\n"
+    with (directory / BATCH_SEGMENT).open("ab") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def iter_rows(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

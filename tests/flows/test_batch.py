@@ -15,6 +15,7 @@ from prefect.client.schemas.objects import State
 from flows.batch import BatchRefusedError, batch_score_flow
 from flows.tracking import connect
 from models import batch, datasets
+from models.inference_records import read_records
 from tests.conftest import Registered, make_settings, settings_env, train_and_register
 
 SPEC = datasets.BREAST_CANCER
@@ -79,6 +80,16 @@ def test_every_row_is_scored_once_with_provenance_and_the_batch_is_recorded(
     )
     record = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/batch.json"))
     assert {Path(f["input_file"]).name for f in record["files"]} == {"a.csv", "b.csv", "c.parquet"}
+
+    log = registry.settings.inference_log_dir
+    (logged,) = [r for r in read_records(log, batches=True) if r["request_id"] == result["batch_id"]]
+    assert (logged["version"], logged["run_id"], logged["batch_run"]) == (
+        registry.version,
+        registry.run_id,
+        run.info.run_id,
+    )
+    assert logged["quarantined"] == 2 and len(logged["files"]) == 3
+    assert [r for r in read_records(log) if r["request_id"] == result["batch_id"]] == []  # not a request
 
 
 def test_a_file_of_the_wrong_schema_refuses_the_batch_before_anything_is_scored(
