@@ -42,6 +42,9 @@ class BatchTaskRunner(DaskTaskRunner):
     """prefect-dask's runner, its cluster chosen from the settings when a run starts (not at import)."""
 
     def duplicate(self) -> BatchTaskRunner:
+        # The scheduler and nannies of a local cluster run in this process: a line per worker start, task
+        # hand-off and stop in the flow's log otherwise.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         return type(self)(**dask_options(Settings()))
 
 
