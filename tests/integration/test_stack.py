@@ -101,8 +101,9 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
 
             page.goto(f"{stack.ui}/deployments/deployment/{stack.deployment_id('promote')}?tab=Parameters")
             page.get_by_text("requested_by", exact=True).first.wait_for(timeout=60_000)
-            assert page.get_by_text("promote", exact=True).first.is_visible()  # the deployment's name
-            assert page.get_by_text("mlops-process", exact=True).first.is_visible()  # its work pool
+            # the deployment's name and its work pool (the UI renders the pool a moment after the form)
+            page.get_by_text("promote", exact=True).first.wait_for(state="visible", timeout=30_000)
+            page.get_by_text("mlops-process", exact=True).first.wait_for(state="visible", timeout=30_000)
             shoot(page, "prefect-deployment-promote")
 
             page.goto(f"{stack.ui}/runs/flow-run/{reviewed}")
