@@ -59,6 +59,11 @@ PEERS = (
 )
 
 
+def available(include_optional: bool = False) -> list[Peer]:
+    """The peers whose folder is here (optional ones only when asked for)."""
+    return [p for p in PEERS if p.requirements.exists() and (include_optional or not p.optional)]
+
+
 def uv() -> list[str]:
     found = shutil.which("uv")
     return [found] if found else [sys.executable, "-m", "uv"]
@@ -94,9 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="make the serving benchmark's peer venvs")
     parser.add_argument("--all", action="store_true", help="the optional ones too (Ray Serve)")
     args = parser.parse_args(argv)
-    for peer in PEERS:
-        if args.all or not peer.optional:
-            print(ensure_venv(peer))
+    for peer in available(args.all):
+        print(ensure_venv(peer))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from benchmarks import peers
 PIN = re.compile(r"^[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+]+$")
 
 
-@pytest.mark.parametrize("peer", [p for p in peers.PEERS if p.folder.exists()], ids=lambda p: p.slug)
+@pytest.mark.parametrize("peer", peers.available(include_optional=True), ids=lambda p: p.slug)
 def test_every_peer_pins_every_requirement_and_has_a_server(peer: peers.Peer) -> None:
     lines = [line.split("#")[0].strip() for line in peer.requirements.read_text().splitlines()]
     unpinned = [line for line in lines if line and not PIN.match(line)]
