@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,23 @@ def test_a_changed_pin_or_interpreter_makes_a_new_venv(
     command = peer.command(Path("m.onnx"), "bc", 1234, 2)
     assert command[0] == str(peer.venv() / "bin" / "python")
     assert command[2:] == ["--model", "m.onnx", "--name", "bc", "--port", "1234", "--workers", "2"]
+
+
+def test_a_peer_venv_is_installed_once_and_an_unfinished_one_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "HERE", tmp_path / "peers")
+    monkeypatch.setattr(peers, "CACHE", tmp_path / "cache")
+    (tmp_path / "peers" / "x").mkdir(parents=True)
+    (tmp_path / "peers" / "x" / "requirements.txt").write_text("six==1.16.0\n")
+    peer = peers.Peer("x", "x", binary=False)
+    peer.venv().mkdir(parents=True)  # what an interrupted install leaves
+    venv = peers.ensure_venv(peer)
+    python = venv / "bin" / "python"
+    found = subprocess.run(
+        [python, "-c", "import six; print(six.__version__)"], capture_output=True, text=True
+    )
+    assert found.stdout.strip() == "1.16.0", found.stderr
+    marker = (venv / ".installed").stat().st_mtime_ns
+    assert peers.ensure_venv(peer) == venv
+    assert (venv / ".installed").stat().st_mtime_ns == marker  # not installed again
