@@ -102,7 +102,9 @@ def check_version(
 
         def reports_version() -> bool:
             nonlocal run
-            served = str(client.get(f"/v2/models/{model_name}").json()["versions"][0])
+            # a new connection each time, so the polls reach every worker, not only the first one's
+            answer = client.get(f"/v2/models/{model_name}", headers={"connection": "close"})
+            served = str(answer.json()["versions"][0])
             seen.append(served)
             run = run + 1 if served == version else 0
             return run >= streak
@@ -117,18 +119,27 @@ def check_version(
     )
 
 
+def _not_there_yet(response: httpx.Response, version: str) -> bool:
+    if response.status_code == 503:
+        return True
+    if response.status_code != 200:
+        return False
+    return str(response.json().get("model_version")) != version
+
+
 def check_golden(
     replica: Replica, golden: dict[str, Any], version: str, tolerance: float, loading_s: float = 0.0
 ) -> CheckResult:
     """Send the golden rows recorded at gate time; answers must match them and name the version.
 
-    A 503 (a worker still loading its first model, while the one the version check asked already
-    serves it) is asked again for up to ``loading_s``; any other answer is judged at once.
+    A 503 or an answer from another version (a worker still loading, or not yet past its alias poll,
+    while the one the version check asked already serves it) is asked again for up to ``loading_s``;
+    any other answer is judged at once.
     """
     deadline = time.monotonic() + loading_s
     with replica.client() as client:
         response = client.post("/predict", json={"records": golden["records"]})
-        while response.status_code == 503 and time.monotonic() < deadline:
+        while _not_there_yet(response, version) and time.monotonic() < deadline:
             time.sleep(0.2)
             response = client.post("/predict", json={"records": golden["records"]})
     if response.status_code != 200:

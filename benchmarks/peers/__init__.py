@@ -80,8 +80,10 @@ def ensure_venv(peer: Peer) -> Path:
     try:
         subprocess.run([*uv(), "venv", "-q", "--python", peer.python, str(venv)], check=True, env=env,
                        timeout=INSTALL_LIMIT_S)  # fmt: skip
-        subprocess.run([*uv(), "pip", "install", "-q", "--compile-bytecode", "-r", str(peer.requirements)],
-                       check=True, env=env, timeout=INSTALL_LIMIT_S)  # fmt: skip
+        # --python names the venv itself: a VIRTUAL_ENV or uv setting of the caller's never redirects it
+        install = ["pip", "install", "-q", "--compile-bytecode", "--python", str(venv / "bin" / "python")]
+        subprocess.run([*uv(), *install, "-r", str(peer.requirements)], check=True, env=env,
+                       timeout=INSTALL_LIMIT_S)  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RuntimeError(
             f"installing {peer.label} took over {INSTALL_LIMIT_S:g} s "

@@ -136,3 +136,41 @@ def test_the_golden_check_waits_for_a_worker_still_loading_its_first_model() -> 
         assert not refused.passed and refused.value == "HTTP 503"
     finally:
         server.shutdown()
+
+
+def test_the_golden_check_asks_again_while_a_worker_still_serves_the_version_before() -> None:
+    """After a swap one worker can be a poll behind the one the version check asked: asked again."""
+    from flows.checks import check_golden
+
+    golden = {"records": [{"x": 1.0}], "labels": [1], "probabilities": [[0.1, 0.9]]}
+    answered = {"n": 0}
+    behind_for = {"n": 2}
+
+    class Worker(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            answered["n"] += 1
+            served = b"1" if answered["n"] <= behind_for["n"] else b"2"
+            body = (
+                b'{"model_version": "' + served + b'", "predictions": [{"label": 1, "probabilities": '
+                b'{"0": 0.1, "1": 0.9}}]}'
+            )
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Worker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        replica = Replica(f"http://127.0.0.1:{server.server_address[1]}")
+        assert check_golden(replica, golden, "2", 1e-6, loading_s=10).passed
+        assert answered["n"] == 3
+        answered["n"], behind_for["n"] = 0, 10_000  # never swaps: refused after the wait, naming what it saw
+        refused = check_golden(replica, golden, "2", 1e-6, loading_s=0.5)
+        assert not refused.passed and refused.value.startswith("v1,")
+    finally:
+        server.shutdown()
