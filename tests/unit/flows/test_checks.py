@@ -1,8 +1,10 @@
 """Pure parts of the post-deploy checks: reading /metrics and judging a bake window."""
 
+import contextlib
 import http.server
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -98,26 +100,20 @@ def test_a_check_request_not_answered_in_time_is_a_latency_failure() -> None:
     assert "the golden check's request was not answered in time (ReadTimeout)" in results[-1].value
 
 
-def test_the_golden_check_waits_for_a_worker_still_loading_its_first_model() -> None:
-    """503 (the worker is loading) is asked again within the wait; the answer is then judged as usual."""
-    from flows.checks import check_golden
+GOLDEN = {"records": [{"x": 1.0}], "labels": [1], "probabilities": [[0.1, 0.9]]}
 
-    golden = {"records": [{"x": 1.0}], "labels": [1], "probabilities": [[0.1, 0.9]]}
+
+@contextlib.contextmanager
+def fake_worker(answer: Callable[[int], tuple[int, bytes]]) -> Iterator[Replica]:
+    """A worker answering the n-th POST (from 1) with ``answer(n)``: status and body."""
     answered = {"n": 0}
-    loading_for = {"n": 3}
 
     class Worker(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             answered["n"] += 1
-            loading = answered["n"] <= loading_for["n"]
-            body = (
-                b'{"error": "model: not loaded yet"}'
-                if loading
-                else b'{"model_version": "2", "predictions": [{"label": 1, "probabilities": '
-                b'{"0": 0.1, "1": 0.9}}]}'
-            )
-            self.send_response(503 if loading else 200)
+            status, body = answer(answered["n"])
+            self.send_response(status)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -128,49 +124,56 @@ def test_the_golden_check_waits_for_a_worker_still_loading_its_first_model() -> 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Worker)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        replica = Replica(f"http://127.0.0.1:{server.server_address[1]}")
-        assert check_golden(replica, golden, "2", 1e-6, loading_s=10).passed
-        assert answered["n"] == 4
-        answered["n"], loading_for["n"] = 0, 10_000  # never loads: refused after the wait, as before
-        refused = check_golden(replica, golden, "2", 1e-6, loading_s=0.5)
-        assert not refused.passed and refused.value == "HTTP 503"
+        yield Replica(f"http://127.0.0.1:{server.server_address[1]}")
     finally:
         server.shutdown()
+        server.server_close()
+
+
+def served_by(version: str) -> bytes:
+    return (
+        b'{"model_version": "' + version.encode() + b'", "predictions": [{"label": 1, "probabilities": '
+        b'{"0": 0.1, "1": 0.9}}]}'
+    )
+
+
+def test_the_golden_check_waits_for_a_worker_still_loading_its_first_model() -> None:
+    """503 (the worker is loading) is asked again within the wait; the answer is then judged as usual."""
+    from flows.checks import check_golden
+
+    asked: list[int] = []
+
+    def loading_for(n: int) -> Callable[[int], tuple[int, bytes]]:
+        def answer(i: int) -> tuple[int, bytes]:
+            asked.append(i)
+            return (503, b'{"error": "model: not loaded yet"}') if i <= n else (200, served_by("2"))
+
+        return answer
+
+    with fake_worker(loading_for(3)) as replica:
+        assert check_golden(replica, GOLDEN, "2", 1e-6, loading_s=10).passed
+        assert asked[-1] == 4
+    with fake_worker(loading_for(10_000)) as replica:  # never loads: refused after the wait, as before
+        refused = check_golden(replica, GOLDEN, "2", 1e-6, loading_s=0.5)
+        assert not refused.passed and refused.value == "HTTP 503"
 
 
 def test_the_golden_check_asks_again_while_a_worker_still_serves_the_version_before() -> None:
     """After a swap one worker can be a poll behind the one the version check asked: asked again."""
     from flows.checks import check_golden
 
-    golden = {"records": [{"x": 1.0}], "labels": [1], "probabilities": [[0.1, 0.9]]}
-    answered = {"n": 0}
-    behind_for = {"n": 2}
+    asked: list[int] = []
 
-    class Worker(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            answered["n"] += 1
-            served = b"1" if answered["n"] <= behind_for["n"] else b"2"
-            body = (
-                b'{"model_version": "' + served + b'", "predictions": [{"label": 1, "probabilities": '
-                b'{"0": 0.1, "1": 0.9}}]}'
-            )
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def behind_for(n: int) -> Callable[[int], tuple[int, bytes]]:
+        def answer(i: int) -> tuple[int, bytes]:
+            asked.append(i)
+            return 200, served_by("1" if i <= n else "2")
 
-        def log_message(self, *args: object) -> None:
-            pass
+        return answer
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Worker)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        replica = Replica(f"http://127.0.0.1:{server.server_address[1]}")
-        assert check_golden(replica, golden, "2", 1e-6, loading_s=10).passed
-        assert answered["n"] == 3
-        answered["n"], behind_for["n"] = 0, 10_000  # never swaps: refused after the wait, naming what it saw
-        refused = check_golden(replica, golden, "2", 1e-6, loading_s=0.5)
+    with fake_worker(behind_for(2)) as replica:
+        assert check_golden(replica, GOLDEN, "2", 1e-6, loading_s=10).passed
+        assert asked[-1] == 3
+    with fake_worker(behind_for(10_000)) as replica:  # never swaps: refused after the wait, naming it
+        refused = check_golden(replica, GOLDEN, "2", 1e-6, loading_s=0.5)
         assert not refused.passed and refused.value.startswith("v1,")
-    finally:
-        server.shutdown()
