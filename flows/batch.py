@@ -103,10 +103,9 @@ def resolve_model(settings: Settings, alias: str, version: str | None) -> BatchM
 def check_schema(url: str, dataset: str) -> validate.ValidationReport:
     spec = datasets.get_spec(dataset)
     try:
-        first = next(batch.read_chunks(url, SCHEMA_SAMPLE_ROWS), None)
+        sample = batch.read_head(url, SCHEMA_SAMPLE_ROWS).to_pandas()
     except (ValueError, OSError) as exc:
         return validate.unreadable_report(spec, f"{url}: {type(exc).__name__}: {str(exc)[:200]}")
-    sample = first.to_pandas() if first is not None else pd.DataFrame()
     return validate.validate_batch_sample(sample, spec, url)
 
 
@@ -128,7 +127,7 @@ def skew(
 ) -> dict[str, Any]:
     """The batch's drift against the training profile, judged with the monitor's thresholds."""
     live = LiveProfile(model.profile)
-    samples = [r.sample for r in results if len(r.sample)]
+    samples = [r.sample.to_pandas() for r in results if r.sample.num_rows]
     sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     if len(sample):
         live.add_columns(

@@ -28,12 +28,19 @@ def test_the_memory_sampler_counts_the_children_too(tmp_path: Path) -> None:
     assert memory.peak > 300 << 20
 
 
-def test_the_table_reports_ratios_against_the_same_runs_onnxruntime() -> None:
-    ort = {1: 2_000_000.0, 2: 4_000_000.0}
+def test_the_table_reports_ratios_against_the_same_runs_best_onnxruntime_and_hand_written_loop() -> None:
+    ort = {
+        (1, 100_000): 1_000_000.0,
+        (1, 8192): 2_000_000.0,
+        (2, 100_000): 4_000_000.0,
+        (2, 8192): 3_000_000.0,
+    }
     runs = {2: {"scoring_s": 10.0, "wall_s": 20.0, "peak_rss_mib": 1400.0, "quarantined": 0}}
-    table = report(10_000_000, 10, ort, runs)
+    table = report(10_000_000, 10, ort, 500_000.0, runs)
     name = "| `mlops batch-score`, 2 Dask worker(s)"
     assert (
-        f"{name}: scoring (first file in to last out) | 1,000,000 | 0.50x | 0.25x | 10.0 | 1,400 |" in table
+        f"{name}: scoring (first file in to last out) | 1,000,000 | 0.50x | 0.25x | 2.00x | 10.0 | 1,400 |"
+        in table
     )
-    assert f"{name}: the whole command | 500,000 | 0.25x | 0.12x | 20.0 | 1,400 |" in table
+    assert f"{name}: the whole command | 500,000 | 0.25x | 0.12x | 1.00x | 20.0 | 1,400 |" in table
+    assert "- scoring, best: 0.50x in-process `session.run` on one thread" in table

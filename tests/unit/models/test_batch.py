@@ -1,6 +1,7 @@
 """Batch scoring without any framework: chunked reads, quarantine with reasons, outputs equal to the
 service's and scikit-learn's, provenance on every row, files that appear only when complete."""
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,36 @@ def test_the_skew_sample_is_bounded_and_drawn_from_the_whole_file(model: OnnxMod
     )  # a row's place in the file, to see where samples came from
     frame.to_parquet(tmp_path / "in.parquet", row_group_size=5_000)
     result = score(model, tmp_path / "in.parquet", tmp_path / "out", chunk_rows=5_000)
-    taken = result.sample["mean_radius"]
+    taken = result.sample.column("mean_radius").to_pandas()
     assert len(taken) == batch.SAMPLE_ROWS and taken.is_unique
     # uniform over the file: each sixth of it holds about a sixth of the sample
     shares = np.histogram(taken, bins=6, range=(0, rows))[0] / batch.SAMPLE_ROWS
     assert np.all(np.abs(shares - 1 / 6) < 0.03), shares
+
+
+def test_the_model_run_in_slices_answers_as_one_call_over_every_row(
+    model: OnnxModel, split: datasets.Split
+) -> None:
+    feeds = feeds_from_records(datasets.records(split.holdout, SPEC), model.inputs)
+    whole = model.run(feeds)
+    sliced = batch.run_in_slices(model, feeds, rows=7)  # the holdout is not a multiple of 7 rows
+    assert len(sliced) == len(whole)
+    for got, expected in zip(sliced, whole, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_head_of_a_file_is_its_first_rows_whatever_its_row_groups(
+    split: datasets.Split, tmp_path: Path
+) -> None:
+    frame = pd.concat([split.holdout] * 3, ignore_index=True)
+    frame.to_parquet(tmp_path / "in.parquet", row_group_size=200)
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    for name in ("in.parquet", "in.csv"):
+        head = batch.read_head(str(tmp_path / name), 50).to_pandas()
+        pd.testing.assert_frame_equal(head[frame.columns], frame.head(50), check_dtype=False)
+
+
+def test_the_input_digest_is_the_sha256_of_the_file_bytes(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # blocks and a partial one
+    (tmp_path / "in.parquet").write_bytes(data)
+    assert batch.file_digest(str(tmp_path / "in.parquet")) == hashlib.sha256(data).hexdigest()[:16]
