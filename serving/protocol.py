@@ -166,6 +166,7 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
     raw = _Binary(binary)
     feeds: dict[str, np.ndarray] = {}
     numeric: list[tuple[str, TensorSpec, list[Any]]] = []  # JSON numbers, checked together below
+    seen: set[str] = set()  # one set look-up per tensor: a scan of those before made a request quadratic
     rows: int | None = None
     for index, tensor in enumerate(tensors):
         where = f"inputs[{index}]"
@@ -181,13 +182,15 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
         spec = specs.get(name) if type(name) is str else None
         if spec is None:
             raise InputError(f"{where}.name", f"unknown input {name!r:.60}; expected one of {sorted(specs)}")
-        if name in feeds or any(name == seen for seen, _, _ in numeric):
+        if name in seen:
             raise InputError(f"{where}.name", f"input {name!r} given twice")
-        if spec.is_numeric and datatype not in NUMERIC_DATATYPES:
+        seen.add(name)
+        is_numeric = spec.is_numeric
+        if is_numeric and datatype not in NUMERIC_DATATYPES:
             raise InputError(
                 f"{where}.datatype", f"expected {spec.datatype} for {name!r}, got {datatype!r:.20}"
             )
-        if not spec.is_numeric and datatype != "BYTES":
+        if not is_numeric and datatype != "BYTES":
             raise InputError(f"{where}.datatype", f"expected BYTES for {name!r}, got {datatype!r:.20}")
         count = _rows_from_shape(f"{where}.shape", tensor["shape"])
         if rows is not None and count != rows:
@@ -197,7 +200,7 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
             feeds[name] = _binary_values(where, raw.take(where, size), datatype, count, spec).reshape(-1, 1)
             continue
         data = _json_data(where, tensor, count)
-        if spec.is_numeric:
+        if is_numeric:
             numeric.append((where, spec, data))
         else:
             feeds[name] = model_input(strings(data, field_of(f"{where}.data")), spec)

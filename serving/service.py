@@ -24,7 +24,6 @@ import uuid
 from typing import Annotated, Any
 
 import bentoml
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, AllowInfNan
@@ -32,38 +31,30 @@ from starlette.requests import ClientDisconnect
 
 from models.inference_records import PROBE_HEADER
 from models.settings import Settings
-from serving import bentoml_fixes, dataplane, metrics
+from serving import bentoml_fixes, dataplane, metrics, responses
 from serving.dataplane import (
     OVERLAP_ROWS,
     DataPlane,
     DataPlaneError,
     InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
 )
+from serving.fastpath import FastPathMiddleware
 from serving.follower import Follower
 from serving.http import ApiKeyMiddleware, BodyLimitMiddleware, JsonErrorMiddleware, is_protected
 from serving.inference_log import InferenceLog
-from serving.protocol import BINARY_HEADER, binary_output_tensor, output_tensor
+from serving.protocol import BINARY_HEADER
 
 __all__ = ["OVERLAP_ROWS", "ModelService", "api"]
 
 logger = logging.getLogger("mlops.serving")
 
 api = FastAPI(title="mlops-path inference", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
-JSON = "application/json"
-_DUMP = orjson.OPT_SERIALIZE_NUMPY
-STATUS = {InvalidInput: 400, ModelNotFound: 404, ModelNotReady: 503}
-
-
-def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body, option=_DUMP), status_code=status, media_type=JSON, headers=headers)
 
 
 @api.exception_handler(DataPlaneError)
 async def _refused(request: Request, exc: DataPlaneError) -> Response:
     """The one error mapper: a domain error becomes its status (the edge adds the request id, records it)."""
-    return json_response({"error": str(exc)}, STATUS.get(type(exc), 400))
+    return responses.refused(exc)
 
 
 def record_refusal(path: str, status: int, message: str) -> str:
@@ -78,11 +69,6 @@ def record_refusal(path: str, status: int, message: str) -> str:
     return plane.refuse(path, status, message)
 
 
-def provenance_headers(answer: dataplane.Answer) -> dict[str, str]:
-    ref = answer.model.ref
-    return {"x-request-id": answer.request_id, "x-model-version": ref.version, "x-run-id": ref.run_id}
-
-
 def is_probe(request: Request) -> bool:
     return request.headers.get(PROBE_HEADER) == "1"
 
@@ -92,29 +78,6 @@ async def _body(request: Request) -> bytes:
         return await request.body()
     except ClientDisconnect:
         raise InvalidInput("body: the client closed the connection before sending all of it") from None
-
-
-def infer_response(answer: dataplane.Inferred) -> Response:
-    """JSON, or with ``binary_data_output`` the JSON part followed by the outputs' bytes."""
-    ref = answer.model.ref
-    body: dict[str, Any] = {
-        "model_name": ref.name,
-        "model_version": ref.version,
-        "parameters": {"run_id": ref.run_id, "request_id": answer.request_id, "logged": answer.logged},
-    }
-    if answer.id is not None:
-        body["id"] = answer.id
-    headers = provenance_headers(answer)
-    if not answer.binary_output:
-        outputs = [output_tensor(n, o) for n, o in answer.chosen()]
-        return json_response({**body, "outputs": outputs}, headers=headers)
-    tensors = [binary_output_tensor(n, o) for n, o in answer.chosen()]
-    head = orjson.dumps({**body, "outputs": [header for header, _ in tensors]})
-    return Response(
-        b"".join([head, *(data for _, data in tensors)]),
-        media_type="application/octet-stream",
-        headers={**headers, BINARY_HEADER: str(len(head))},
-    )
 
 
 def _checked_against_current_model(rows: list[dict[str, float | str]]) -> list[dict[str, float | str]]:
@@ -183,32 +146,32 @@ class ModelService:
 
     @api.get("/v2")
     async def server_metadata(self) -> Response:
-        return json_response(self.plane.server_metadata())
+        return responses.json_response(self.plane.server_metadata())
 
     @api.get("/v2/health/live")
     async def live(self) -> Response:
-        return json_response({"live": True})
+        return responses.json_response({"live": True})
 
     @api.get("/v2/health/ready")
     async def ready(self) -> Response:
-        return json_response({"ready": self.plane.ready}, 200 if self.plane.ready else 503)
+        return responses.json_response({"ready": self.plane.ready}, 200 if self.plane.ready else 503)
 
     @api.get("/v2/models/{name}")
     async def metadata(self, name: str) -> Response:
-        return json_response(self.plane.model_metadata(name))
+        return responses.json_response(self.plane.model_metadata(name))
 
     @api.get("/v2/models/{name}/versions/{version}")
     async def version_metadata(self, name: str, version: str) -> Response:
-        return json_response(self.plane.model_metadata(name, version))
+        return responses.json_response(self.plane.model_metadata(name, version))
 
     @api.get("/v2/models/{name}/ready")
     async def model_ready(self, name: str) -> Response:
-        return json_response({"name": name, "ready": self.plane.model(name) is not None})
+        return responses.json_response({"name": name, "ready": self.plane.model(name) is not None})
 
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def version_ready(self, name: str, version: str) -> Response:
         ready = self.plane.model(name, version) is not None
-        return json_response({"name": name, "version": version, "ready": ready})
+        return responses.json_response({"name": name, "version": version, "ready": ready})
 
     @api.post("/v2/models/{name}/infer")
     async def infer(self, name: str, request: Request) -> Response:
@@ -221,7 +184,7 @@ class ModelService:
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         self.plane.model(name, version)  # a wrong name or version is refused before the body is read
         body, binary = await _body(request), request.headers.get(BINARY_HEADER)
-        return infer_response(await self.plane.infer(name, version, body, binary, is_probe(request)))
+        return await responses.infer(self.plane, name, version, body, binary, is_probe(request))
 
     # --- named-feature records -----------------------------------------------------------------------
 
@@ -229,17 +192,7 @@ class ModelService:
     async def predict(self, request: Request) -> Response:
         """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
         self.plane.current()  # not ready: 503 before the body is read
-        answer, predictions = await self.plane.predict(await _body(request), is_probe(request))
-        ref = answer.model.ref
-        body = {
-            "request_id": answer.request_id,
-            "model_name": ref.name,
-            "model_version": ref.version,
-            "run_id": ref.run_id,
-            "logged": answer.logged,
-            "predictions": predictions,
-        }
-        return json_response(body, headers=provenance_headers(answer))
+        return await responses.predict(self.plane, await _body(request), is_probe(request))
 
     @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=10_000, route="/predict_rows")
     async def predict_rows(self, rows: Rows) -> list[dict[str, Any]]:
@@ -252,7 +205,9 @@ class ModelService:
         "/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False
     )
     async def unknown_route(self, path: str) -> Response:
-        return json_response({"error": f"path: /v2/{path} is not an Open Inference Protocol route"}, 404)
+        return responses.json_response(
+            {"error": f"path: /v2/{path} is not an Open Inference Protocol route"}, 404
+        )
 
 
 # The first added is the outermost: every error response, the body limit's and the API key's included,
@@ -260,3 +215,4 @@ class ModelService:
 ModelService.add_asgi_middleware(JsonErrorMiddleware, on_refusal=record_refusal)  # type: ignore[attr-defined]
 ModelService.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
 ModelService.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]
+ModelService.add_asgi_middleware(FastPathMiddleware)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from models import datasets
 from models.inference_records import read_records
+from serving.fastpath import FastPathMiddleware
 from serving.protocol import BINARY_HEADER, binary_request, read_binary_response
 from serving.service import OVERLAP_ROWS, ModelService
 from tests.conftest import Registered, settings_env
@@ -391,3 +392,34 @@ def test_every_refusal_carries_a_request_id_and_is_recorded_once(
     assert refused["body limit"].status_code == 413 and refused["bentoml"].status_code == 400
     assert not_found.status_code == 404 and not_found.json()["request_id"] not in records
     assert sum(1 for r in read_records(directory) if r["request_id"] in records) == len(records)
+
+
+def test_the_fast_path_answers_the_inference_routes_without_reaching_the_app(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    """The app behind the fast path answers 418 to whatever reaches it: only other routes may."""
+    reached: list[str] = []
+
+    async def teapot(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(f"{scope['method']} {scope['path']}")
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    name = champion.settings.model_name
+    fast = TestClient(FastPathMiddleware(teapot))  # no lifespan: the service's own client bound the plane
+    predicted = fast.post("/predict", json={"records": record})
+    inferred = fast.post(f"/v2/models/{name}/infer", json=infer_body([record]))
+    pinned = fast.post(f"/v2/models/{name}/versions/{champion.version}/infer", json=infer_body([record]))
+    wrong = fast.post("/v2/models/nope/infer", json=infer_body([record]))
+    broken = fast.post("/predict", content=b"{not json")
+    other = fast.get("/v2")
+    assert [r.status_code for r in (predicted, inferred, pinned, wrong, broken)] == [200, 200, 200, 404, 400]
+    assert predicted.json()["model_version"] == inferred.json()["model_version"] == champion.version
+    assert inferred.headers["x-request-id"] == inferred.json()["parameters"]["request_id"]
+    assert "not served here" in wrong.json()["error"] and "invalid JSON" in broken.json()["error"]
+    assert other.status_code == 418 and reached == ["GET /v2"]
+    # and through the whole service, the same answer as the fast path's
+    assert (
+        client.post("/predict", json={"records": record}).json()["predictions"]
+        == predicted.json()["predictions"]
+    )
