@@ -1,15 +1,18 @@
 """Serving benchmark: our BentoML service against what users would pick instead, in one run.
 
-    uv run python -m benchmarks.serving                 # full run, about 6 minutes
-    uv run python -m benchmarks.serving --seconds 2     # a short run (the test suite's)
+    uv run python -m benchmarks.serving                 # full run, about 17 minutes
+    uv run python -m benchmarks.serving --seconds 5 --soak-minutes 0   # a short run
 
 Trains the reference model (breast-cancer data, StandardScaler + HistGradientBoostingClassifier(max_iter=100,
 random_state=0)) through the real pipeline into a throwaway MLflow store, then starts one server after
 another on 127.0.0.1 and loads each with wrk (closed loop, single-row requests at 1, 8 and 32 connections,
-then one 1,000-row request): our service as shipped (ONNX, provenance, inference log on), FastAPI +
-``joblib.load`` + ``model.predict``, and ``mlflow models serve``; plus onnxruntime in process, the limit the
-HTTP path is compared to. Prints a Markdown table with ratios against the FastAPI baseline, each from the
-same run, and writes it to ``benchmarks/results/serving.md``.
+then one 1,000-row request): our service as shipped (ONNX, provenance, inference log on; `/predict` and the
+OIP route), FastAPI + ``joblib.load`` + ``model.predict``, ``mlflow models serve``, and the peers of
+``benchmarks/peers`` (each from a venv of its own, 1 and 2 workers, serving the same ONNX file over the
+OIP). Before any server is timed its answers on the held-out rows are checked equal to onnxruntime's in
+process on that file. Prints Markdown tables: every server with ratios against FastAPI + joblib, then ours
+against the best peer cell by cell and against onnxruntime in process, all from the same run; writes them
+to ``benchmarks/results/serving.md``.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class Server:
     oip_single: bytes = b""
     oip_batch: bytes = b""
     oip_binary_batch: tuple[bytes, dict[str, str]] | None = None  # binary tensor data extension
+    peer: bool = False  # a server a user would pick instead of ours (the ratios' denominators)
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,7 +139,33 @@ def soak(url: str, body: Path, pid: int, minutes: float, workdir: Path) -> dict[
     }
 
 
-def measure_server(server: Server, seconds: float, workdir: Path, soak_minutes: float = 0) -> None:
+@dataclass(frozen=True)
+class Expected:
+    """Held-out rows as one OIP request, and what onnxruntime in process answers them (every server's
+    answers must equal these before it is timed: ours serves that ONNX file, the peers load it too)."""
+
+    body: bytes
+    outputs: dict[str, np.ndarray]
+
+
+def check_answers(url: str, name: str, expected: Expected, tolerance: float = 1e-9) -> None:
+    answer = httpx.post(url, content=expected.body, headers=JSON_HEADERS, timeout=60)
+    answer.raise_for_status()
+    outputs = answer.json().get("outputs")
+    if not isinstance(outputs, list):
+        raise RuntimeError(f"{name}: no OIP outputs in its answer to the held-out rows: {answer.text[:200]}")
+    got = {o["name"]: np.asarray(o["data"]) for o in outputs}
+    for output, values in expected.outputs.items():
+        if output not in got or got[output].size != values.size:
+            raise RuntimeError(f"{name}: output {output!r} missing or of another size on the held-out rows")
+        if not np.allclose(got[output].ravel(), values.ravel(), rtol=0, atol=tolerance):
+            worst = float(np.max(np.abs(got[output].ravel() - values.ravel())))
+            raise RuntimeError(f"{name}: {output!r} differs from onnxruntime's by up to {worst:.3g}")
+
+
+def measure_server(
+    server: Server, seconds: float, workdir: Path, expected: Expected, soak_minutes: float = 0
+) -> None:
     log = workdir / f"{server.name.replace(' ', '-')}.log"
     single = workdir / "single.json"
     single.write_bytes(server.single_body)
@@ -144,6 +174,8 @@ def measure_server(server: Server, seconds: float, workdir: Path, soak_minutes: 
             server.url, content=server.single_body, headers={"content-type": "application/json"}
         )
         check.raise_for_status()
+        if server.oip_url or server.peer:
+            check_answers(server.oip_url or server.url, server.name, expected)
         time.sleep(1.0)
         server.results["idle_rss_mib"] = tree_rss_mib(process.pid)
         wrk.run(server.url, single, 8, min(seconds, 3), workdir)  # warm-up
@@ -157,7 +189,10 @@ def measure_server(server: Server, seconds: float, workdir: Path, soak_minutes: 
         if server.oip_url:
             oip_single = workdir / "oip-single.json"
             oip_single.write_bytes(server.oip_single)
-            server.results["oip_c8"] = wrk.run(server.oip_url, oip_single, 8, seconds, workdir)
+            for connections in CONNECTIONS:
+                server.results[f"oip_c{connections}"] = wrk.run(
+                    server.oip_url, oip_single, connections, seconds, workdir
+                )
             server.results["oip_batch_rows_per_s"] = batch_rows_per_s(
                 server.oip_url, server.oip_batch, workdir, batch_seconds
             )
@@ -226,7 +261,35 @@ def train_reference(state: Path) -> tuple[Any, str]:
     return settings, result.version
 
 
-def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], Path, dict[str, np.ndarray]]:
+def peer_servers(
+    onnx_path: Path, name: str, oip_single: bytes, oip_batch: bytes, optional: bool
+) -> list[Server]:
+    """Each peer with 1 and 2 workers, from its own venv (installed on first use)."""
+    from benchmarks import peers
+
+    found = []
+    for peer in peers.available(optional):
+        peers.ensure_venv(peer)
+        for workers in (1, 2):
+            port = free_port()
+            found.append(
+                Server(
+                    name=f"{peer.label}, {workers} worker{'s' if workers > 1 else ''}",
+                    command=peer.command(onnx_path, name, port, workers),
+                    env={},
+                    ready_url=f"http://127.0.0.1:{port}/v2/health/ready",
+                    url=f"http://127.0.0.1:{port}/v2/models/{name}/infer",
+                    single_body=oip_single,
+                    batch_body=oip_batch,
+                    peer=True,
+                )
+            )
+    return found
+
+
+def servers(
+    settings: Any, version: str, workdir: Path, optional_peers: bool = False
+) -> tuple[list[Server], Path, dict[str, np.ndarray], Expected]:
     import joblib
     import mlflow.sklearn
 
@@ -248,6 +311,11 @@ def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], P
     model = load_alias(settings.resolved_tracking_uri, settings.model_name, workdir / "cache")
     onnx_path = next((workdir / "cache").rglob("*.onnx"))
     feeds = model.feeds(datasets.records(holdout, spec))
+    expected = Expected(
+        oip_body(datasets.records(holdout, spec), features),
+        dict(zip(model.output_names, model.run(feeds), strict=True)),
+    )
+    oip_single, oip_batch = oip_body([row], features), oip_body(rows, features)
 
     sklearn_model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
     joblib.dump(sklearn_model, workdir / "model.joblib")
@@ -268,8 +336,8 @@ def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], P
                 single_body=records_single,
                 batch_body=records_batch,
                 oip_url=f"{ours_url}/v2/models/{settings.model_name}/infer",
-                oip_single=oip_body([row], features),
-                oip_batch=oip_body(rows, features),
+                oip_single=oip_single,
+                oip_batch=oip_batch,
                 oip_binary_batch=binary_request(
                     {n: np.array([r[n] for r in rows]) for n in spec.feature_names}
                 ),
@@ -316,15 +384,64 @@ def servers(settings: Any, version: str, workdir: Path) -> tuple[list[Server], P
                 single_body=json.dumps({"dataframe_records": [row]}).encode(),
                 batch_body=json.dumps({"dataframe_records": rows}).encode(),
             ),
+            *peer_servers(onnx_path, settings.model_name, oip_single, oip_batch, optional_peers),
         ],
         onnx_path,
         feeds,
+        expected,
     )
 
 
 def versions() -> str:
     names = ("bentoml", "onnxruntime", "scikit-learn", "mlflow", "fastapi", "uvicorn")
     return ", ".join(f"{n} {metadata.version(n)}" for n in names)
+
+
+def leader_table(measured: list[Server], local: dict[str, Any]) -> list[str]:
+    """Ours against the best peer of the same run, cell by cell (a peer's route is the OIP one), and against
+    onnxruntime in process."""
+    ours = next((s for s in measured if s.name.startswith("ours")), None)
+    peers = [s for s in measured if s.peer]
+    if ours is None or not peers:
+        return []
+    lines = [
+        "",
+        "Ours against the best peer in this run (answers checked equal to in-process onnxruntime on the "
+        "held-out rows before timing):",
+        "",
+        "| cell | ours | best peer | its figure | ours / best peer | ours / in-process |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(label: str, mine: float, key: str, in_process: float, higher: bool = True) -> None:
+        figures = [(s.results[key], s.name) for s in peers if key in s.results]
+        value, name = max(figures) if higher else min(figures)
+        form = ",.0f" if higher else ".2f"  # rates whole, latencies in hundredths of a millisecond
+        lines.append(
+            f"| {label} | {mine:{form}} | {name} | {value:{form}} | {mine / value:.2f}x "
+            f"| {mine / in_process:.2f}x |"
+        )
+
+    res = ours.results
+    for c in CONNECTIONS:
+        for route, key in (("`/predict`", f"c{c}"), ("OIP", f"oip_c{c}")):
+            if key in res:
+                for s in peers:
+                    s.results[f"rps_c{c}"] = s.results[f"c{c}"].rps
+                    s.results[f"p99_c{c}"] = s.results[f"c{c}"].p99_ms
+                cell(
+                    f"single row, {route}, {c} conns, req/s", res[key].rps, f"rps_c{c}", local["calls_per_s"]
+                )
+                cell(f"single row, {route}, {c} conns, p99 ms", res[key].p99_ms, f"p99_c{c}", local["p99_ms"],
+                     higher=False)  # fmt: skip
+    batch = local["batch_rows_per_s"]
+    for label, key in (("`/predict`", "batch_rows_per_s"), ("OIP JSON", "oip_batch_rows_per_s")):
+        if key in res:
+            cell(f"1,000 rows, {label}, rows/s", res[key], "batch_rows_per_s", batch)
+    if "oip_binary_rows_per_s" in res:
+        value = res["oip_binary_rows_per_s"]
+        lines.append(f"| 1,000 rows, OIP binary, rows/s | {value:,.0f} | | | | {value / batch:.2f}x |")
+    return lines
 
 
 def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
@@ -350,12 +467,14 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
                 f"{r.rps / b.rps:.2f}x | {r.p99_ms / b.p99_ms:.2f}x |"
             )
     for server in measured:
-        if "oip_c8" in server.results:
-            r, b = server.results["oip_c8"], baseline.results["c8"]
-            lines.append(
-                f"| {server.name}, OIP `/v2/models/{{name}}/infer` | 8 | {r.rps:,.0f} | {r.p50_ms:.2f} | "
-                f"{r.p99_ms:.2f} | {r.errors} | {r.rps / b.rps:.2f}x | {r.p99_ms / b.p99_ms:.2f}x |"
-            )
+        for c in CONNECTIONS:
+            if f"oip_c{c}" in server.results:
+                r, b = server.results[f"oip_c{c}"], baseline.results[f"c{c}"]
+                lines.append(
+                    f"| {server.name}, OIP `/v2/models/{{name}}/infer` | {c} | {r.rps:,.0f} "
+                    f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rps / b.rps:.2f}x "
+                    f"| {r.p99_ms / b.p99_ms:.2f}x |"
+                )
     lines += [
         "",
         "| server | 1,000-row request rows/s | of in-process onnxruntime | cold start s | idle RSS MiB "
@@ -385,6 +504,7 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
                 f"MiB ({growth:+.1%}), max {sk['rss_max_mib']:.0f} MiB; p99 first 10 s "
                 f"{sk['p99_first_ms']:.2f} ms, last 10 s {sk['p99_last_ms']:.2f} ms.",
             ]
+    lines += leader_table(measured, local)
     lines += [
         "",
         f"In-process onnxruntime (1 thread): single row {local['calls_per_s']:,.0f} calls/s, "
@@ -400,19 +520,20 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.md")
     parser.add_argument("--only", help="measure only the servers whose name contains this")
     parser.add_argument("--soak-minutes", type=float, default=10, help="steady load on ours after (0: none)")
+    parser.add_argument("--all-peers", action="store_true", help="the optional peers too (Ray Serve)")
     args = parser.parse_args(argv)
     if not wrk.available():
         raise SystemExit("wrk is not installed: make bench-serving installs it (apt-get install wrk)")
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
         settings, version = train_reference(workdir / "state")
-        measured, onnx_path, feeds = servers(settings, version, workdir)
+        measured, onnx_path, feeds, expected = servers(settings, version, workdir, args.all_peers)
         if args.only:
-            measured = [s for s in measured if args.only in s.name or s.name.startswith("FastAPI")]
+            measured = [s for s in measured if args.only in s.name or s.name.startswith("FastAPI") or s.peer]
         for server in measured:
             print(f"» {server.name} ...", flush=True)
             soak_minutes = args.soak_minutes if server.name.startswith("ours") else 0
-            measure_server(server, args.seconds, workdir, soak_minutes)
+            measure_server(server, args.seconds, workdir, expected, soak_minutes)
         local = in_process(onnx_path, feeds, min(args.seconds, 10))
     return publish(table(measured, local, args.seconds), args.out)
 

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks import pipeline, rollout, serving, wrk
@@ -150,6 +151,40 @@ def test_the_table_gives_ratios_from_the_same_run() -> None:
     assert "| ours | 8 | 2,000 | 1.00 | 4.00 | 0 | 20.00x | 1.00x |" in text
     assert "| ours, OIP infer, binary tensors | 250,000 | 62% | | | |" in text
     assert "| ours | 100,000 | 25% | 1.0 | 100 | 110 |" in text
+
+
+def test_ours_is_set_against_the_best_peer_of_the_same_run_cell_by_cell() -> None:
+    def server(name: str, rps: float, p99: float, rows_per_s: float, peer: bool) -> serving.Server:
+        cells = {f"c{c}": wrk.WrkResult(c, int(rps * 10), 10.0, 0, 1.0, p99) for c in serving.CONNECTIONS}
+        return serving.Server(
+            name, [], {}, "", "", b"", b"", peer=peer, results={**cells, "batch_rows_per_s": rows_per_s}
+        )
+
+    ours = server("ours", 3000, 2.0, 90_000, peer=False)
+    ours.results["oip_c8"] = wrk.WrkResult(8, 40_000, 10.0, 0, 1.0, 3.0)
+    one, two = (
+        server("peer, 1 worker", 1000, 4.0, 80_000, True),
+        server("peer, 2 workers", 2000, 5.0, 60_000, True),
+    )
+    local = {"calls_per_s": 30_000.0, "p50_ms": 0.03, "p99_ms": 0.06, "batch_rows_per_s": 300_000.0}
+    lines = serving.leader_table([ours, one, two], local)
+    assert (
+        "| single row, `/predict`, 8 conns, req/s | 3,000 | peer, 2 workers | 2,000 | 1.50x | 0.10x |"
+        in lines
+    )
+    assert "| single row, OIP, 8 conns, req/s | 4,000 | peer, 2 workers | 2,000 | 2.00x | 0.13x |" in lines
+    assert "| single row, OIP, 8 conns, p99 ms | 3.00 | peer, 1 worker | 4.00 | 0.75x | 50.00x |" in lines
+    assert "| 1,000 rows, `/predict`, rows/s | 90,000 | peer, 1 worker | 80,000 | 1.12x | 0.30x |" in lines
+    assert serving.leader_table([one, two], local) == []  # without ours, nothing to set against
+
+
+def test_a_server_that_does_not_answer_as_onnxruntime_is_not_timed(echo_url: str) -> None:
+    expected = serving.Expected(b'{"ok": true}', {"label": np.array([1, 0])})
+    with pytest.raises(RuntimeError, match="echo: no OIP outputs"):
+        serving.check_answers(echo_url, "echo", expected)
+    refused = serving.Expected(b'{"ok": false}', {"label": np.array([1, 0])})
+    with pytest.raises(Exception, match="400"):
+        serving.check_answers(echo_url, "echo", refused)
 
 
 def test_the_alias_watch_sees_when_the_alias_moved() -> None:
