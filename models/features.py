@@ -34,7 +34,7 @@ class InputError(ValueError):
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
-        self.field = field
+        self.field = str(field)  # a lazily worded place (``serving.protocol``) becomes its text
         self.problem = problem
 
 
