@@ -7,6 +7,10 @@ key, and BentoML's metrics and timeout): ``POST /v2/models/{name}[/versions/{ver
 middleware, routing and dependency solving: more than half of a request's time in a worker, profiled.
 Everything else, and every request before the data plane is bound, goes on to the app unchanged, and the
 FastAPI routes stay what the OpenAPI document describes.
+
+It also refuses, with a 415 naming the problem, a body the JSON routes (these and ``/predict_rows``) cannot
+read: compressed, or of a media type other than JSON (``application/octet-stream`` too for the binary
+tensor extension); a form sent to ``/predict_rows`` got a 500 from BentoML's form parser.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ logger = logging.getLogger("mlops.serving")
 
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 PREDICT_PATH = "/predict"
+JSON_PATHS = frozenset({PREDICT_PATH, "/predict_rows"})  # besides the infer routes
 _BINARY_HEADER = BINARY_HEADER.lower().encode()
 _PROBE_HEADER = responses.PROBE_HEADER.lower().encode()
 
@@ -33,6 +38,22 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def content_problem(scope: Scope, binary: bool) -> str | None:
+    """Why a JSON route cannot read this body, or None: a compressed body, or a media type that is not JSON
+    (with the binary tensor extension, ``application/octet-stream`` too). No content type is read as JSON."""
+    encoding = header(scope, b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        return f"content-encoding: {encoding!r:.40} is not accepted; send the body uncompressed"
+    given = header(scope, b"content-type")
+    if given is None:
+        return None
+    media = given.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (binary and media == "application/octet-stream"):
+        return None
+    expected = "application/json" + (" or application/octet-stream" if binary else "")
+    return f"content-type: expected {expected}, got {media!r:.60}"
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -67,8 +88,18 @@ class FastPathMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        infer = INFER_PATH.fullmatch(path) is not None
+        if infer or path in JSON_PATHS:
+            problem = content_problem(scope, infer and header(scope, _BINARY_HEADER) is not None)
+            if problem is not None:  # before BentoML's form parser, which answers a form with a 500
+                await responses.json_response({"error": problem}, 415)(scope, receive, send)
+                return
         plane = dataplane.bound()
-        if scope["type"] != "http" or scope["method"] != "POST" or plane is None:
+        if plane is None:
             await self.app(scope, receive, send)
             return
         try:

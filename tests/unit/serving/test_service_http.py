@@ -423,3 +423,58 @@ def test_the_fast_path_answers_the_inference_routes_without_reaching_the_app(
         client.post("/predict", json={"records": record}).json()["predictions"]
         == predicted.json()["predictions"]
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "problem"),
+    [
+        (
+            "/predict",
+            {"content-type": "text/plain"},
+            "content-type: expected application/json, got 'text/plain'",
+        ),
+        (
+            "/predict_rows",
+            {"content-type": "multipart/form-data; boundary=x"},
+            "content-type: expected application/json, got 'multipart/form-data'",
+        ),
+        (
+            "/predict_rows",
+            {"content-type": "application/x-www-form-urlencoded"},
+            "content-type: expected application/json, got 'application/x-www-form-urlencoded'",
+        ),
+        (
+            "/v2/models/{name}/infer",
+            {"content-type": "application/octet-stream"},
+            "content-type: expected application/json, got 'application/octet-stream'",
+        ),
+        (
+            "/predict",
+            {"content-type": "application/json", "content-encoding": "gzip"},
+            "content-encoding: 'gzip' is not accepted; send the body uncompressed",
+        ),
+    ],
+)
+def test_a_body_a_json_route_cannot_read_is_refused_with_415_naming_why(
+    client: TestClient, champion: Registered, path: str, headers: dict[str, str], problem: str
+) -> None:
+    path = path.format(name=champion.settings.model_name)
+    response = client.post(path, content=b'{"records": {}}', headers=headers)
+    assert response.status_code == 415, response.text
+    body = response.json()
+    assert body["error"] == problem
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_json_with_a_charset_and_binary_tensors_as_octet_stream_are_read(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    json_with_charset = {"content-type": "application/json; charset=utf-8"}
+    assert client.post(
+        "/predict", content=orjson.dumps({"records": record}), headers=json_with_charset
+    ).is_success
+    body, headers = binary_request({n: np.array([record[n]]) for n in SPEC.feature_names})
+    assert headers["content-type"] == "application/octet-stream"
+    assert client.post(
+        f"/v2/models/{champion.settings.model_name}/infer", content=body, headers=headers
+    ).is_success
