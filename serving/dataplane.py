@@ -176,7 +176,13 @@ class DataPlane:
     # --- inference ---------------------------------------------------------------------------------------
 
     async def infer(
-        self, name: str, version: str | None, body: bytes, binary_header: str | None, probe: bool
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        binary_header: str | None,
+        probe: bool,
+        request_id: str | None = None,
     ) -> Inferred:
         """An OIP inference request (JSON, or JSON followed by binary tensors) for ``name``/``version``."""
         model = self.model(name, version)
@@ -190,7 +196,7 @@ class DataPlane:
         if unknown:
             raise InvalidInput(f"outputs: unknown {unknown}; expected some of {list(model.output_names)}")
         outputs, logged_inputs = await self._run(model, parsed.feeds, parsed.rows)
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         logged = self._record(model, "infer", request_id, started, logged_inputs, outputs, parsed.rows, probe)
         return Inferred(
             model,
@@ -202,7 +208,9 @@ class DataPlane:
             binary_output=parsed.binary_output,
         )
 
-    async def predict(self, body: bytes, probe: bool) -> tuple[Answer, list[dict[str, Any]]]:
+    async def predict(
+        self, body: bytes, probe: bool, request_id: str | None = None
+    ) -> tuple[Answer, list[dict[str, Any]]]:
         """Named-feature records, one model call for the whole request; the answer and its predictions."""
         model = self.current()
         rows = records_of(parse_json(body))
@@ -212,7 +220,7 @@ class DataPlane:
         except InputError as exc:
             raise InvalidInput(str(exc)) from None
         outputs, logged_inputs = await self._run(model, feeds, len(rows))
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         logged = self._record(model, "predict", request_id, started, logged_inputs, outputs, len(rows), probe)
         return Answer(model, request_id, logged, outputs), model.predictions(outputs)
 

@@ -20,7 +20,7 @@ import re
 
 from serving import dataplane, responses
 from serving.dataplane import DataPlane, DataPlaneError, InvalidInput
-from serving.http import ASGIApp, Receive, Scope, Send
+from serving.http import ASGIApp, Receive, Scope, Send, client_request_id
 from serving.protocol import BINARY_HEADER
 
 logger = logging.getLogger("mlops.serving")
@@ -73,14 +73,15 @@ async def answer(plane: DataPlane, scope: Scope, receive: Receive) -> responses.
     probe = header(scope, _PROBE_HEADER) == "1"
     if path == PREDICT_PATH:
         plane.current()  # not ready: 503 before the body is read
-        return await responses.predict(plane, await read_body(receive), probe)
+        return await responses.predict(plane, await read_body(receive), probe, client_request_id(scope))
     match = INFER_PATH.fullmatch(path)
     if match is None:
         return None
     name, version = match.group(1), match.group(2)
     plane.model(name, version)  # a wrong name or version is refused before the body is read
     binary = header(scope, _BINARY_HEADER)
-    return await responses.infer(plane, name, version, await read_body(receive), binary, probe)
+    body = await read_body(receive)
+    return await responses.infer(plane, name, version, body, binary, probe, client_request_id(scope))
 
 
 class FastPathMiddleware:

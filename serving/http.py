@@ -6,6 +6,7 @@ Both read their setting when the server builds its app (in each worker), not at 
 from __future__ import annotations
 
 import hmac
+import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -148,8 +149,21 @@ def _error_message(body: bytes) -> str | None:
     return error if isinstance(error, str) and error else None
 
 
-def _new_request_id(_path: str, _status: int, _message: str) -> str:
-    return uuid.uuid4().hex
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def client_request_id(scope: Scope) -> str | None:
+    """The request id a client sent in ``x-request-id`` when it is one we keep (1-64 letters, digits and
+    ``._:-``, starting with a letter or digit), else None: the server makes one."""
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            text = bytes(value).decode("latin-1")
+            return text if REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+def _new_request_id(_path: str, _status: int, _message: str, client_id: str | None = None) -> str:
+    return client_id or uuid.uuid4().hex
 
 
 class JsonErrorMiddleware:
@@ -159,10 +173,13 @@ class JsonErrorMiddleware:
     key's (this middleware is the outermost), and what the service does not route (a path outside its app,
     such as one with a control character, or a method a route does not take), which Starlette or BentoML
     answer as plain text or ``{"detail": ...}`` and which is rewritten, keeping its status and headers.
-    ``on_refusal(path, status, message)`` records the refusal and returns its request id.
+    ``on_refusal(path, status, message, client_id)`` records the refusal and returns its request id (the
+    client's own, ``client_request_id``, when it sent one we keep).
     """
 
-    def __init__(self, app: ASGIApp, on_refusal: Callable[[str, int, str], str] = _new_request_id) -> None:
+    def __init__(
+        self, app: ASGIApp, on_refusal: Callable[[str, int, str, str | None], str] = _new_request_id
+    ) -> None:
         self.app = app
         self.on_refusal = on_refusal
 
@@ -192,7 +209,7 @@ class JsonErrorMiddleware:
         if error is None:
             what = _error_text(body) or f"HTTP {start['status']}"
             error = f"{scope.get('method', '')} {scope.get('path', '')}: {what}".strip()
-        request_id = self.on_refusal(scope.get("path", ""), start["status"], error)
+        request_id = self.on_refusal(scope.get("path", ""), start["status"], error, client_request_id(scope))
         replaced = (b"content-type", b"content-length", b"x-request-id")
         kept = tuple((k, v) for k, v in start.get("headers", []) if k.lower() not in replaced)
         headers = (*kept, (b"x-request-id", request_id.encode()))

@@ -57,9 +57,9 @@ def infer_response(answer: dataplane.Inferred) -> Response:
     )
 
 
-async def predict(plane: DataPlane, body: bytes, probe: bool) -> Response:
+async def predict(plane: DataPlane, body: bytes, probe: bool, request_id: str | None = None) -> Response:
     """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
-    answer, predictions = await plane.predict(body, probe)
+    answer, predictions = await plane.predict(body, probe, request_id)
     ref = answer.model.ref
     payload = {
         "request_id": answer.request_id,
@@ -73,6 +73,12 @@ async def predict(plane: DataPlane, body: bytes, probe: bool) -> Response:
 
 
 async def infer(
-    plane: DataPlane, name: str, version: str | None, body: bytes, binary_header: str | None, probe: bool
+    plane: DataPlane,
+    name: str,
+    version: str | None,
+    body: bytes,
+    binary_header: str | None,
+    probe: bool,
+    request_id: str | None = None,
 ) -> Response:
-    return infer_response(await plane.infer(name, version, body, binary_header, probe))
+    return infer_response(await plane.infer(name, version, body, binary_header, probe, request_id))

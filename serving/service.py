@@ -40,7 +40,13 @@ from serving.dataplane import (
 )
 from serving.fastpath import FastPathMiddleware
 from serving.follower import Follower
-from serving.http import ApiKeyMiddleware, BodyLimitMiddleware, JsonErrorMiddleware, is_protected
+from serving.http import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    JsonErrorMiddleware,
+    client_request_id,
+    is_protected,
+)
 from serving.inference_log import InferenceLog
 from serving.protocol import BINARY_HEADER
 
@@ -57,7 +63,7 @@ async def _refused(request: Request, exc: DataPlaneError) -> Response:
     return responses.refused(exc)
 
 
-def record_refusal(path: str, status: int, message: str) -> str:
+def record_refusal(path: str, status: int, message: str, client_id: str | None = None) -> str:
     """What the edge calls for every error response: a request id, and a record for inference routes.
 
     Refusals of the inference routes count in the monitored error rate (a 404, a model or version not
@@ -65,8 +71,8 @@ def record_refusal(path: str, status: int, message: str) -> str:
     """
     plane = dataplane.bound()
     if plane is None or status == 404 or not is_protected(path):
-        return uuid.uuid4().hex
-    return plane.refuse(path, status, message)
+        return client_id or uuid.uuid4().hex
+    return plane.refuse(path, status, message, client_id)
 
 
 def is_probe(request: Request) -> bool:
@@ -184,7 +190,9 @@ class ModelService:
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         self.plane.model(name, version)  # a wrong name or version is refused before the body is read
         body, binary = await _body(request), request.headers.get(BINARY_HEADER)
-        return await responses.infer(self.plane, name, version, body, binary, is_probe(request))
+        return await responses.infer(
+            self.plane, name, version, body, binary, is_probe(request), client_request_id(request.scope)
+        )
 
     # --- named-feature records -----------------------------------------------------------------------
 
@@ -192,7 +200,8 @@ class ModelService:
     async def predict(self, request: Request) -> Response:
         """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
         self.plane.current()  # not ready: 503 before the body is read
-        return await responses.predict(self.plane, await _body(request), is_probe(request))
+        body = await _body(request)
+        return await responses.predict(self.plane, body, is_probe(request), client_request_id(request.scope))
 
     @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=10_000, route="/predict_rows")
     async def predict_rows(self, rows: Rows) -> list[dict[str, Any]]:

@@ -35,9 +35,9 @@ def client() -> Iterator[TestClient]:
 
 
 class Refused(list[tuple[str, int, str]]):
-    def append_and_name(self, path: str, status: int, message: str) -> str:
+    def append_and_name(self, path: str, status: int, message: str, client_id: str | None) -> str:
         self.append((path, status, message))
-        return f"req-{len(self)}"
+        return client_id or f"req-{len(self)}"
 
 
 refused = Refused()
@@ -69,3 +69,15 @@ def test_detail_bodies_are_rewritten_and_own_errors_and_successes_pass(client: T
     success = client.get("/ok")
     assert success.status_code == 200 and success.text == "fine" and "x-request-id" not in success.headers
     assert len(refused) == 1  # a success is no refusal
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("order-42.a:b", True), ("x" * 64, True), ("x" * 65, False), ("-leading-dash", False), ("a b", False)],
+)
+def test_a_refusal_keeps_the_request_id_the_client_sent_when_it_is_one_we_keep(
+    client: TestClient, sent: str, kept: bool
+) -> None:
+    own = client.post("/own", headers={"x-request-id": sent})
+    assert (own.json()["request_id"] == sent) is kept
+    assert own.headers["x-request-id"] == own.json()["request_id"]

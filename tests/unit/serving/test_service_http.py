@@ -478,3 +478,23 @@ def test_json_with_a_charset_and_binary_tensors_as_octet_stream_are_read(
     assert client.post(
         f"/v2/models/{champion.settings.model_name}/infer", content=body, headers=headers
     ).is_success
+
+
+def test_the_request_id_a_client_sends_names_its_answer_its_refusal_and_their_log_records(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    name = champion.settings.model_name
+    answered = client.post("/predict", json={"records": record}, headers={"x-request-id": "client-7.a"})
+    inferred = client.post(
+        f"/v2/models/{name}/infer", json=infer_body([record]), headers={"x-request-id": "c-8"}
+    )
+    refused = client.post("/predict", json={"records": {}}, headers={"x-request-id": "client-9"})
+    assert answered.json()["request_id"] == answered.headers["x-request-id"] == "client-7.a"
+    assert inferred.json()["parameters"]["request_id"] == inferred.headers["x-request-id"] == "c-8"
+    assert refused.status_code == 400
+    assert refused.json()["request_id"] == refused.headers["x-request-id"] == "client-9"
+    logged = {r["request_id"]: r for r in read_records(champion.settings.inference_log_dir)}
+    assert logged["client-7.a"]["route"] == "predict" and logged["c-8"]["route"] == "infer"
+    assert logged["client-9"]["status"] == 400
+    unusable = client.post("/predict", json={"records": record}, headers={"x-request-id": "no spaces"})
+    assert len(unusable.json()["request_id"]) == 32  # not one we keep: the server made one
