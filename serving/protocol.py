@@ -178,6 +178,8 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
     if request_id is not None and not isinstance(request_id, str):
         raise InputError("id", f"expected a string, got {type(request_id).__name__}")
     specs = {spec.name: spec for spec in inputs}
+    if len(tensors) > len(specs):  # some are unknown or given twice: refused before any is read
+        raise InputError("inputs", f"{len(tensors)} tensors, but the model has {len(specs)} inputs")
     raw = _Binary(binary)
     feeds: dict[str, np.ndarray] = {}
     numeric: list[tuple[int, TensorSpec, list[Any]]] = []  # JSON numbers, checked together below
