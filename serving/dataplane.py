@@ -76,7 +76,7 @@ class Inferred(Answer):
 
     wanted: tuple[str, ...] = ()
     id: str | None = None
-    binary_output: bool = False
+    binary: frozenset[str] = frozenset()  # the outputs answered as binary tensors, the others as JSON
 
     def chosen(self) -> list[tuple[str, Any]]:
         pairs = zip(self.model.output_names, self.outputs, strict=True)
@@ -205,7 +205,7 @@ class DataPlane:
             outputs,
             wanted=tuple(parsed.outputs or model.output_names),
             id=parsed.id,
-            binary_output=parsed.binary_output,
+            binary=frozenset(n for n in model.output_names if parsed.is_binary(n)),
         )
 
     async def predict(

@@ -53,7 +53,14 @@ class InferRequest:
     feeds: dict[str, np.ndarray]
     rows: int
     outputs: tuple[str, ...] | None
-    binary_output: bool = False
+    binary_output: bool = False  # the request's default (``parameters.binary_data_output``)
+    binary_outputs: frozenset[str] = (
+        frozenset()
+    )  # asked for one by one (``outputs[i].parameters.binary_data``)
+    json_outputs: frozenset[str] = frozenset()  # asked for as JSON one by one, whatever the default
+
+    def is_binary(self, output: str) -> bool:
+        return output in self.binary_outputs or (self.binary_output and output not in self.json_outputs)
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -255,6 +262,8 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
         rows=rows or 0,
         outputs=_requested_outputs(body),
         binary_output=_binary_output(body),
+        binary_outputs=_outputs_binary(body, True),
+        json_outputs=_outputs_binary(body, False),
     )
 
 
@@ -289,6 +298,25 @@ def _binary_output(body: dict[str, Any]) -> bool:
     if not isinstance(wanted, bool):
         raise InputError("parameters.binary_data_output", f"expected true or false, got {wanted!r:.20}")
     return wanted
+
+
+def _outputs_binary(body: dict[str, Any], binary: bool) -> frozenset[str]:
+    """The requested outputs whose own ``parameters.binary_data`` is ``binary`` (Triton's clients ask so)."""
+    chosen = set()
+    for index, output in enumerate(body.get("outputs") or ()):
+        parameters = output.get("parameters") if isinstance(output, dict) else None
+        if parameters is None:
+            continue
+        if not isinstance(parameters, dict):
+            raise InputError(f"outputs[{index}].parameters", "expected an object")
+        wanted = parameters.get("binary_data")
+        if wanted is not None and not isinstance(wanted, bool):
+            raise InputError(
+                f"outputs[{index}].parameters.binary_data", f"expected true or false, got {wanted!r:.20}"
+            )
+        if wanted is binary:
+            chosen.add(output["name"])
+    return frozenset(chosen)
 
 
 def _requested_outputs(body: dict[str, Any]) -> tuple[str, ...] | None:

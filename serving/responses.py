@@ -35,7 +35,8 @@ def provenance_headers(answer: dataplane.Answer) -> dict[str, str]:
 
 
 def infer_response(answer: dataplane.Inferred) -> Response:
-    """JSON, or with ``binary_data_output`` the JSON part followed by the outputs' bytes."""
+    """JSON, or when some output is asked for as binary (``binary_data_output`` for all, or an output's own
+    ``binary_data``) the JSON part followed by those outputs' bytes."""
     ref = answer.model.ref
     body: dict[str, Any] = {
         "model_name": ref.name,
@@ -45,11 +46,15 @@ def infer_response(answer: dataplane.Inferred) -> Response:
     if answer.id is not None:
         body["id"] = answer.id
     headers = provenance_headers(answer)
-    if not answer.binary_output:
-        outputs = [output_tensor(n, o) for n, o in answer.chosen()]
+    chosen = answer.chosen()
+    if not any(name in answer.binary for name, _ in chosen):
+        outputs = [output_tensor(n, o) for n, o in chosen]
         return json_response({**body, "outputs": outputs}, headers=headers)
-    tensors = [binary_output_tensor(n, o) for n, o in answer.chosen()]
-    head = orjson.dumps({**body, "outputs": [header for header, _ in tensors]})
+    # Outputs asked for as binary carry their size and follow the JSON, in order; the others stay JSON.
+    tensors = [
+        binary_output_tensor(n, o) if n in answer.binary else (output_tensor(n, o), b"") for n, o in chosen
+    ]
+    head = orjson.dumps({**body, "outputs": [header for header, _ in tensors]}, option=_DUMP)
     return Response(
         b"".join([head, *(data for _, data in tensors)]),
         media_type="application/octet-stream",

@@ -498,3 +498,37 @@ def test_the_request_id_a_client_sends_names_its_answer_its_refusal_and_their_lo
     assert logged["client-9"]["status"] == 400
     unusable = client.post("/predict", json={"records": record}, headers={"x-request-id": "no spaces"})
     assert len(unusable.json()["request_id"]) == 32  # not one we keep: the server made one
+
+
+def test_binary_outputs_asked_for_one_by_one_as_triton_clients_do(
+    client: TestClient, champion: Registered, split: datasets.Split
+) -> None:
+    rows = datasets.records(split.holdout.head(3), SPEC)
+    path = f"/v2/models/{champion.settings.model_name}/infer"
+    as_json = {o["name"]: o for o in client.post(path, json=infer_body(rows)).json()["outputs"]}
+    label, probabilities = list(as_json)
+    mixed = {
+        **infer_body(rows),
+        "outputs": [{"name": label, "parameters": {"binary_data": True}}, {"name": probabilities}],
+    }
+    raw = client.post(path, json=mixed)
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/octet-stream"
+    decoded = {o["name"]: o for o in read_binary_response(raw.content, raw.headers[BINARY_HEADER])["outputs"]}
+    assert decoded[label]["parameters"]["binary_data_size"] == 8 * len(rows)  # INT64, in the bytes after
+    assert "parameters" not in decoded[probabilities]  # asked for without binary_data: JSON, inline
+    assert [decoded[n]["data"] for n in (label, probabilities)] == [
+        as_json[n]["data"] for n in (label, probabilities)
+    ]
+    # the request's default for all, and an output's own false over it
+    overridden = {
+        **infer_body(rows),
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": label, "parameters": {"binary_data": False}}, {"name": probabilities}],
+    }
+    raw = client.post(path, json=overridden)
+    decoded = {o["name"]: o for o in read_binary_response(raw.content, raw.headers[BINARY_HEADER])["outputs"]}
+    assert "parameters" not in decoded[label] and "binary_data_size" in decoded[probabilities]["parameters"]
+    bad = client.post(
+        path, json={**infer_body(rows), "outputs": [{"name": label, "parameters": {"binary_data": 1}}]}
+    )
+    assert bad.status_code == 400 and "outputs[0].parameters.binary_data: expected true or false" in bad.text
