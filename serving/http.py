@@ -103,6 +103,14 @@ def is_protected(path: str) -> bool:
     return path in PROTECTED_PATHS or path.endswith(PROTECTED_SUFFIXES)
 
 
+def route_of(path: str) -> str:
+    """The inference log's name of the route a path reaches (``predict``, ``predict_rows``, ``infer``), the
+    same for its answers and its refusals; any other path as it is."""
+    if path in PROTECTED_PATHS:
+        return path.removeprefix("/")
+    return "infer" if path.endswith(PROTECTED_SUFFIXES) else path
+
+
 class ApiKeyMiddleware:
     """Bearer-token check on inference routes, compared in constant time; the key is never logged."""
 

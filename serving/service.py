@@ -46,6 +46,7 @@ from serving.http import (
     JsonErrorMiddleware,
     client_request_id,
     is_protected,
+    route_of,
 )
 from serving.inference_log import InferenceLog
 from serving.protocol import BINARY_HEADER
@@ -72,7 +73,7 @@ def record_refusal(path: str, status: int, message: str, client_id: str | None =
     plane = dataplane.bound()
     if plane is None or status == 404 or not is_protected(path):
         return client_id or uuid.uuid4().hex
-    return plane.refuse(path, status, message, client_id)
+    return plane.refuse(route_of(path), status, message, client_id)
 
 
 def is_probe(request: Request) -> bool:

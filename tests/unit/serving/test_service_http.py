@@ -1,5 +1,6 @@
 """The BentoML service over HTTP, in process, through ``to_asgi()``: routes, errors, provenance, log."""
 
+import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -532,3 +533,25 @@ def test_binary_outputs_asked_for_one_by_one_as_triton_clients_do(
         path, json={**infer_body(rows), "outputs": [{"name": label, "parameters": {"binary_data": 1}}]}
     )
     assert bad.status_code == 400 and "outputs[0].parameters.binary_data: expected true or false" in bad.text
+
+
+def test_a_refused_predict_rows_request_names_the_problem_is_logged_once_and_leaves_no_traceback(
+    client: TestClient, champion: Registered, record: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    bad = client.post(
+        "/predict_rows", json={"rows": [{**record, "mean_area": "big"}]}, headers={"x-request-id": "r-1"}
+    )
+    empty = client.post("/predict_rows", json={"rows": []}, headers={"x-request-id": "r-2"})
+    assert bad.status_code == empty.status_code == 400
+    assert bad.json()["error"] == "rows[0].mean_area: expected a number, got str 'big'"
+    assert "'rows', a non-empty list" in empty.json()["error"]
+    logged = [
+        r for r in read_records(champion.settings.inference_log_dir) if r["request_id"] in ("r-1", "r-2")
+    ]
+    assert [(r["route"], r["status"]) for r in logged] == [("predict_rows", 400)] * 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    refused_predict = client.post("/predict", json={"records": {}}, headers={"x-request-id": "r-3"})
+    assert refused_predict.status_code == 400
+    routes = {r["request_id"]: r["route"] for r in read_records(champion.settings.inference_log_dir)}
+    assert routes["r-3"] == "predict"  # the answers' own route name, not the path
