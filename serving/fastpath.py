@@ -34,12 +34,16 @@ _BINARY_HEADER = BINARY_HEADER.lower().encode()
 _PROBE_HEADER = responses.PROBE_HEADER.lower().encode()
 
 
+_HEADERS = "mlops.headers"  # the request's headers as a mapping, made once per request, kept in its scope
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     """A request header's value (names are lower case in ASGI), the first if repeated."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+    headers = scope.get(_HEADERS)
+    if headers is None:
+        headers = scope[_HEADERS] = {key: value for key, value in reversed(scope["headers"])}
+    value = headers.get(name)
+    return None if value is None else bytes(value).decode("latin-1")
 
 
 def content_problem(scope: Scope, binary: bool) -> str | None:
