@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import logging
 import uuid
+from importlib import metadata
 from typing import Annotated, Any
 
 import bentoml
@@ -49,13 +50,20 @@ from serving.http import (
     route_of,
 )
 from serving.inference_log import InferenceLog
+from serving.openapi import INFER_BODY, PREDICT_BODY, REFUSALS
 from serving.protocol import BINARY_HEADER
 
 __all__ = ["OVERLAP_ROWS", "ModelService", "api"]
 
 logger = logging.getLogger("mlops.serving")
 
-api = FastAPI(title="mlops-path inference", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+api = FastAPI(
+    title="mlops-path inference",
+    version=metadata.version("mlops-path"),
+    docs_url="/docs",
+    redoc_url=None,
+    openapi_url="/openapi.json",
+)
 
 
 @api.exception_handler(DataPlaneError)
@@ -180,11 +188,15 @@ class ModelService:
         ready = self.plane.model(name, version) is not None
         return responses.json_response({"name": name, "version": version, "ready": ready})
 
-    @api.post("/v2/models/{name}/infer")
+    @api.post("/v2/models/{name}/infer", openapi_extra={"requestBody": INFER_BODY}, responses=REFUSALS)
     async def infer(self, name: str, request: Request) -> Response:
         return await self._infer(request, name, None)
 
-    @api.post("/v2/models/{name}/versions/{version}/infer")
+    @api.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        openapi_extra={"requestBody": INFER_BODY},
+        responses=REFUSALS,
+    )
     async def version_infer(self, name: str, version: str, request: Request) -> Response:
         return await self._infer(request, name, version)
 
@@ -197,7 +209,7 @@ class ModelService:
 
     # --- named-feature records -----------------------------------------------------------------------
 
-    @api.post("/predict")
+    @api.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=REFUSALS)
     async def predict(self, request: Request) -> Response:
         """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
         self.plane.current()  # not ready: 503 before the body is read

@@ -1,9 +1,10 @@
 """Hostile and malformed input against a real `bentoml serve` (one worker, 127.0.0.1, a free port).
 
 * schemathesis generates requests from the service's published OpenAPI documents (``/openapi.json``, and
-  BentoML's ``/docs.json`` for ``/predict_rows``); the OIP and ``/predict`` routes read their body raw, so
-  their documents carry no request body: the request bodies they accept are added to the loaded document
-  (the Open Inference Protocol's ``InferenceRequest``), so that schemathesis generates bodies, valid and not.
+  BentoML's ``/docs.json`` for ``/predict_rows``); the OIP and ``/predict`` routes publish bodies for any
+  model, so the served model's own (the Open Inference Protocol's ``InferenceRequest`` with its inputs)
+  replace them in the loaded document, so that schemathesis generates bodies, valid and not, that reach
+  the model's checks.
 * hypothesis mutates valid OIP requests by hand-written rules: wrong types, shapes, datatypes, NaN and
   huge numbers, unicode names, missing and extra fields, bodies that are not JSON.
 
@@ -225,12 +226,13 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def published_document(served: Served) -> dict[str, Any]:
-    """``/openapi.json`` with the bodies its raw-body routes accept, plus what only ``/docs.json`` has."""
+    """``/openapi.json`` with the served model's own bodies in place of the generic ones it publishes (so
+    that generated requests reach the model's checks), plus what only ``/docs.json`` has."""
     document: dict[str, Any] = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
     bentoml_document = httpx.get(f"{served.url}/docs.json", timeout=10).json()
     paths = document["paths"]
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        assert "requestBody" not in paths[path]["post"], "published now: drop the added one"
+        assert "requestBody" in paths[path]["post"]  # published for any model: this one's, to aim at
         paths[path]["post"]["requestBody"] = json_body(infer_request_schema(served.inputs))
     paths["/predict"]["post"]["requestBody"] = json_body(predict_request_schema(served.inputs))
     for path, operations in bentoml_document["paths"].items():

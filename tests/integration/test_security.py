@@ -72,6 +72,8 @@ INFRASTRUCTURE_PATHS = {
     "/schema.json",
     "/openapi.json",
     "/docs.json",
+    "/docs",  # Swagger UI over /openapi.json
+    "/docs/oauth2-redirect",
     "/v2/{path:path}",
 }
 ADMIN_WORDS = (

@@ -555,3 +555,22 @@ def test_a_refused_predict_rows_request_names_the_problem_is_logged_once_and_lea
     assert refused_predict.status_code == 400
     routes = {r["request_id"]: r["route"] for r in read_records(champion.settings.inference_log_dir)}
     assert routes["r-3"] == "predict"  # the answers' own route name, not the path
+
+
+def test_the_openapi_document_publishes_the_bodies_the_refusals_and_the_project(client: TestClient) -> None:
+    from importlib import metadata
+
+    document = client.get("/openapi.json").json()
+    assert document["info"] == {"title": "mlops-path inference", "version": metadata.version("mlops-path")}
+    for path in ("/predict", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        post = document["paths"][path]["post"]
+        assert post["requestBody"]["required"] is True
+        assert {"400", "401", "404", "413", "415", "503"} <= set(post["responses"])
+        error = post["responses"]["415"]["content"]["application/json"]["schema"]
+        assert error["required"] == ["error", "request_id"]
+    infer = document["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    assert set(infer) == {"application/json", "application/octet-stream"}
+    predict = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert predict["required"] == ["records"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower() and "/openapi.json" in docs.text
