@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,12 +97,13 @@ def check_version(
 ) -> CheckResult:
     """Poll model metadata until ``streak`` answers in a row (any worker) name the version."""
     seen: list[str] = []
-    run = 0
+    run = polls = 0
 
     with replica.client(timeout_s=5) as client:
 
         def reports_version() -> bool:
-            nonlocal run
+            nonlocal run, polls
+            polls += 1
             # a new connection each time, so the polls reach every worker, not only the first one's
             answer = client.get(f"/v2/models/{model_name}", headers={"connection": "close"})
             served = str(answer.json()["versions"][0])
@@ -111,8 +113,12 @@ def check_version(
 
         waited = _poll(timeout_s, reports_version)
     last = seen[-1] if seen else "nothing"
+    # what the polls got, to tell a worker still on another version from a worker too busy to answer
+    answered = ", ".join(f"v{v} x{n}" for v, n in Counter(seen).most_common())
     value = (
-        f"v{version} after {waited:.1f}s" if waited is not None else f"still v{last} after {timeout_s:.0f}s"
+        f"v{version} after {waited:.1f}s"
+        if waited is not None
+        else f"still v{last} after {timeout_s:.0f}s ({len(seen)}/{polls} polls answered: {answered or '-'})"
     )
     return CheckResult(
         replica.url, "version", waited is not None, value, f"v{version} within {timeout_s:.0f}s"
