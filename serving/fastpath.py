@@ -15,7 +15,6 @@ tensor extension); a form sent to ``/predict_rows`` got a 500 from BentoML's for
 
 from __future__ import annotations
 
-import logging
 import re
 
 from models.features import InputError
@@ -23,8 +22,6 @@ from serving import dataplane, responses
 from serving.dataplane import DataPlane, DataPlaneError, InvalidInput, ModelNotReady
 from serving.http import ASGIApp, Message, Receive, Scope, Send, client_request_id
 from serving.protocol import BINARY_HEADER
-
-logger = logging.getLogger("mlops.serving")
 
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 PREDICT_PATH = "/predict"
@@ -102,14 +99,15 @@ def check_rows(plane: DataPlane, body: bytes) -> None:
         raise ModelNotReady(f"model: {exc}") from None
 
 
-async def answer(plane: DataPlane, scope: Scope, receive: Receive) -> responses.Response | None:
-    """The fast path's answer, or None when the request is not one of its routes."""
-    path = scope["path"]
+async def answer(
+    plane: DataPlane, scope: Scope, receive: Receive, match: re.Match[str] | None
+) -> responses.Response | None:
+    """The fast path's answer, or None when the request is not one of its routes (``match``: the path's
+    match of ``INFER_PATH``, made once by the caller)."""
     probe = header(scope, _PROBE_HEADER) == "1"
-    if path == PREDICT_PATH:
+    if scope["path"] == PREDICT_PATH:
         plane.current()  # not ready: 503 before the body is read
         return await responses.predict(plane, await read_body(receive), probe, client_request_id(scope))
-    match = INFER_PATH.fullmatch(path)
     if match is None:
         return None
     name, version = match.group(1), match.group(2)
@@ -128,7 +126,8 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        infer = INFER_PATH.fullmatch(path) is not None
+        match = INFER_PATH.fullmatch(path)
+        infer = match is not None
         if infer or path in JSON_PATHS:
             problem = content_problem(scope, infer and header(scope, _BINARY_HEADER) is not None)
             if problem is not None:  # before BentoML's form parser, which answers a form with a 500
@@ -148,7 +147,7 @@ class FastPathMiddleware:
             await self.app(scope, replay(body), send)
             return
         try:
-            response = await answer(plane, scope, receive)
+            response = await answer(plane, scope, receive, match)
         except DataPlaneError as exc:
             response = responses.refused(exc)
         if response is None:
