@@ -18,11 +18,12 @@ setup: ## install uv and the locked environment (uv.lock), bytecode compiled
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
 
-# Debian's Chromium (the test that drives the Prefect UI) and wrk (the serving benchmark's load generator).
-tools: ## Debian's chromium and wrk (apt, as root or through sudo), for the UI test and the benchmarks
-	@test -x /usr/bin/chromium -a -x /usr/bin/wrk || { $(SUDO) apt-get update -qq && \
+# Debian's Chromium (the test that drives the Prefect UI), wrk (the serving benchmark's load generator) and
+# nginx (the serving benchmark's HTTP floor; only its binary is used, with a config of the benchmark's own).
+tools: ## Debian's chromium, wrk and nginx (apt, as root or through sudo), for the UI test and the benchmarks
+	@test -x /usr/bin/chromium -a -x /usr/bin/wrk -a -x /usr/sbin/nginx || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-		chromium wrk >/dev/null; }
+		chromium wrk nginx >/dev/null; }
 
 demo: setup ## validate, train, register, convert, gate, promote, serve; print a real prediction
 	$(RUN) mlops demo

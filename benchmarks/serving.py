@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,13 +83,17 @@ class Server:
     oip_batch: bytes = b""
     oip_binary_batch: tuple[bytes, dict[str, str]] | None = None  # binary tensor data extension
     peer: bool = False  # a server a user would pick instead of ours (the ratios' denominators)
+    floor: bool = False  # a fixed answer, no model: the HTTP floor of the machine (single rows only)
+    python: bool = True  # a Python server: its cold start is measured again without bytecode
     results: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def started(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    server: Server, log: Path, key: str = "cold_start_s", env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     began = time.perf_counter()
-    with supervised(server.command, log, server.env, stop_timeout_s=30) as process:
+    with supervised(server.command, log, {**server.env, **(env or {})}, stop_timeout_s=30) as process:
         wait_http(
             server.ready_url,
             START_LIMIT_S,
@@ -98,8 +103,15 @@ def started(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             log_file=log,
             interval_s=0.05,
         )
-        server.results["cold_start_s"] = time.perf_counter() - began
+        server.results[key] = time.perf_counter() - began
         yield process
+
+
+def without_bytecode(workdir: Path) -> dict[str, str]:
+    """An environment in which Python finds no bytecode and writes none: its cache is looked for only under
+    an empty prefix (every module compiled from source, as on an install without bytecode)."""
+    prefix = Path(tempfile.mkdtemp(prefix="no-bytecode-", dir=workdir))
+    return {"PYTHONPYCACHEPREFIX": str(prefix), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -181,11 +193,11 @@ def measure_server(
         wrk.run(server.url, single, 8, min(seconds, 3), workdir)  # warm-up
         for connections in CONNECTIONS:
             server.results[f"c{connections}"] = wrk.run(server.url, single, connections, seconds, workdir)
-        server.results["loaded_rss_mib"] = tree_rss_mib(process.pid)
         batch_seconds = min(seconds, 10)
-        server.results["batch_rows_per_s"] = batch_rows_per_s(
-            server.url, server.batch_body, workdir, batch_seconds
-        )
+        if not server.floor:
+            server.results["batch_rows_per_s"] = batch_rows_per_s(
+                server.url, server.batch_body, workdir, batch_seconds
+            )
         if server.oip_url:
             oip_single = workdir / "oip-single.json"
             oip_single.write_bytes(server.oip_single)
@@ -196,13 +208,17 @@ def measure_server(
             server.results["oip_batch_rows_per_s"] = batch_rows_per_s(
                 server.oip_url, server.oip_batch, workdir, batch_seconds
             )
-        if server.oip_url and server.oip_binary_batch:
+        if server.oip_binary_batch:
             body, headers = server.oip_binary_batch
             server.results["oip_binary_rows_per_s"] = batch_rows_per_s(
-                server.oip_url, body, workdir, batch_seconds, headers
+                server.oip_url or server.url, body, workdir, batch_seconds, headers
             )
+        server.results["loaded_rss_mib"] = tree_rss_mib(process.pid)
         if soak_minutes > 0:
             server.results["soak"] = soak(server.url, single, process.pid, soak_minutes, workdir)
+    if server.python:
+        with started(server, log, "cold_start_no_bytecode_s", without_bytecode(workdir)):
+            pass
 
 
 def oip_body(rows: list[dict[str, Any]], features: list[str]) -> bytes:
@@ -262,7 +278,12 @@ def train_reference(state: Path) -> tuple[Any, str]:
 
 
 def peer_servers(
-    onnx_path: Path, name: str, oip_single: bytes, oip_batch: bytes, optional: bool
+    onnx_path: Path,
+    name: str,
+    oip_single: bytes,
+    oip_batch: bytes,
+    oip_binary: tuple[bytes, dict[str, str]],
+    optional: bool,
 ) -> list[Server]:
     """Each peer with 1 and 2 workers, from its own venv (installed on first use)."""
     from benchmarks import peers
@@ -281,10 +302,51 @@ def peer_servers(
                     url=f"http://127.0.0.1:{port}/v2/models/{name}/infer",
                     single_body=oip_single,
                     batch_body=oip_batch,
+                    oip_binary_batch=oip_binary if peer.binary else None,
                     peer=True,
                 )
             )
     return found
+
+
+NGINX_CONF = """worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ default_type application/json; return 200 '{{"ready": true}}'; }}
+    }}
+}}
+"""
+
+
+def nginx_floor(workdir: Path, single_body: bytes) -> list[Server]:
+    """nginx answering every request with a fixed 200 (2 worker processes, no access log): the fastest
+    any HTTP server answers on this machine, when nginx is installed (make tools)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        return []
+    prefix, port = workdir / "nginx", free_port()
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, port=port))
+    url = f"http://127.0.0.1:{port}"
+    return [
+        Server(
+            name="nginx, fixed 200 answer (the HTTP floor)",
+            command=[nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+            env={},
+            ready_url=f"{url}/v2/health/ready",
+            url=f"{url}/v2/models/floor/infer",
+            single_body=single_body,
+            batch_body=b"",
+            floor=True,
+            python=False,
+        )
+    ]
 
 
 def servers(
@@ -316,6 +378,7 @@ def servers(
         dict(zip(model.output_names, model.run(feeds), strict=True)),
     )
     oip_single, oip_batch = oip_body([row], features), oip_body(rows, features)
+    oip_binary = binary_request({n: np.array([r[n] for r in rows]) for n in spec.feature_names})
 
     sklearn_model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
     joblib.dump(sklearn_model, workdir / "model.joblib")
@@ -338,9 +401,7 @@ def servers(
                 oip_url=f"{ours_url}/v2/models/{settings.model_name}/infer",
                 oip_single=oip_single,
                 oip_batch=oip_batch,
-                oip_binary_batch=binary_request(
-                    {n: np.array([r[n] for r in rows]) for n in spec.feature_names}
-                ),
+                oip_binary_batch=oip_binary,
             ),
             Server(
                 name="FastAPI + joblib",
@@ -384,7 +445,8 @@ def servers(
                 single_body=json.dumps({"dataframe_records": [row]}).encode(),
                 batch_body=json.dumps({"dataframe_records": rows}).encode(),
             ),
-            *peer_servers(onnx_path, settings.model_name, oip_single, oip_batch, optional_peers),
+            *peer_servers(onnx_path, settings.model_name, oip_single, oip_batch, oip_binary, optional_peers),
+            *nginx_floor(workdir, oip_single),
         ],
         onnx_path,
         feeds,
@@ -397,13 +459,55 @@ def versions() -> str:
     return ", ".join(f"{n} {metadata.version(n)}" for n in names)
 
 
+def _flatten(server: Server) -> dict[str, float]:
+    """A server's figures under one key each: req/s and p99 per route and connection count, rows/s, RSS."""
+    res = server.results
+    flat = {k: v for k, v in res.items() if isinstance(v, float | int)}
+    for c in CONNECTIONS:
+        # a peer's only route is the OIP one: it stands for both of ours
+        for route, key in (("predict", f"c{c}"), ("oip", f"oip_c{c}" if f"oip_c{c}" in res else f"c{c}")):
+            if key in res:
+                flat[f"{route}_rps_c{c}"], flat[f"{route}_p99_c{c}"] = res[key].rps, res[key].p99_ms
+    if server.peer:
+        flat["oip_batch_rows_per_s"] = res.get("batch_rows_per_s", 0.0)
+    return flat
+
+
+LEADER_CELLS: tuple[tuple[str, str, bool], ...] = (
+    *(
+        (f"single row, {label}, {c} conns, {unit}", f"{route}_{key}_c{c}", key == "rps")
+        for c in CONNECTIONS
+        for route, label in (("predict", "`/predict`"), ("oip", "OIP"))
+        for key, unit in (("rps", "req/s"), ("p99", "p99 ms"))
+    ),
+    ("1,000 rows, `/predict`, rows/s", "batch_rows_per_s", True),
+    ("1,000 rows, OIP JSON, rows/s", "oip_batch_rows_per_s", True),
+    ("1,000 rows, OIP binary tensors, rows/s", "oip_binary_rows_per_s", True),
+    ("idle RSS of the tree, MiB", "idle_rss_mib", False),
+    ("RSS after load, MiB", "loaded_rss_mib", False),
+    ("cold start with bytecode, s", "cold_start_s", False),
+    ("cold start without bytecode, s", "cold_start_no_bytecode_s", False),
+)
+
+
+def _in_process_figure(key: str, local: dict[str, Any]) -> float | None:
+    if "_rps_" in key:
+        return float(local["calls_per_s"])
+    if "_p99_" in key:
+        return float(local["p99_ms"])
+    if key.endswith("rows_per_s"):
+        return float(local["batch_rows_per_s"])
+    return None
+
+
 def leader_table(measured: list[Server], local: dict[str, Any]) -> list[str]:
-    """Ours against the best peer of the same run, cell by cell (a peer's route is the OIP one), and against
-    onnxruntime in process."""
+    """Ours against the best peer of the same run, cell by cell (a peer's route is the OIP one: it stands
+    for both of ours), and against onnxruntime in process."""
     ours = next((s for s in measured if s.name.startswith("ours")), None)
-    peers = [s for s in measured if s.peer]
+    peers = [(s.name, _flatten(s)) for s in measured if s.peer]
     if ours is None or not peers:
         return []
+    mine = _flatten(ours)
     lines = [
         "",
         "Ours against the best peer in this run (answers checked equal to in-process onnxruntime on the "
@@ -412,35 +516,90 @@ def leader_table(measured: list[Server], local: dict[str, Any]) -> list[str]:
         "| cell | ours | best peer | its figure | ours / best peer | ours / in-process |",
         "|---|---|---|---|---|---|",
     ]
-
-    def cell(label: str, mine: float, key: str, in_process: float, higher: bool = True) -> None:
-        figures = [(s.results[key], s.name) for s in peers if key in s.results]
+    for label, key, higher in LEADER_CELLS:
+        figures = [(f[key], name) for name, f in peers if f.get(key)]
+        if key not in mine or not figures:
+            continue
         value, name = max(figures) if higher else min(figures)
-        form = ",.0f" if higher else ".2f"  # rates whole, latencies in hundredths of a millisecond
-        lines.append(
-            f"| {label} | {mine:{form}} | {name} | {value:{form}} | {mine / value:.2f}x "
-            f"| {mine / in_process:.2f}x |"
-        )
+        form = ".2f" if "_p99_" in key or "cold_start" in key else ",.0f"  # ms and s in hundredths
+        local_figure = _in_process_figure(key, local)
+        versus = f"{mine[key] / local_figure:.2f}x" if local_figure else ""
+        ratio = mine[key] / value
+        lines.append(f"| {label} | {mine[key]:{form}} | {name} | {value:{form}} | {ratio:.2f}x | {versus} |")
+    return lines
 
-    res = ours.results
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the serving issue: ours against a figure of the same run."""
+
+    label: str
+    ours: float
+    reference: float
+    least: float  # ours / reference must be at least this (higher is better) ...
+    most: float | None = None  # ... or at most this (lower is better)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.reference
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.most if self.most is not None else self.ratio >= self.least
+
+
+def targets(measured: list[Server], local: dict[str, Any]) -> list[Target]:
+    """The issue's targets, each a ratio of this run: the hand-written server with 2 workers, the better
+    KServe configuration for throughput and the 2-worker one (as ours) for memory, in-process onnxruntime."""
+    ours = next((s for s in measured if s.name.startswith("ours")), None)
+    by_name = {s.name: _flatten(s) for s in measured if s.peer}
+    hand = next((f for n, f in by_name.items() if n.startswith("hand-written") and "2 workers" in n), None)
+    kserve = [f for n, f in by_name.items() if n.startswith("KServe")]
+    kserve_2 = next((f for n, f in by_name.items() if n.startswith("KServe") and "2 workers" in n), None)
+    if ours is None:
+        return []
+    mine = _flatten(ours)
+    found: list[Target] = []
     for c in CONNECTIONS:
-        for route, key in (("`/predict`", f"c{c}"), ("OIP", f"oip_c{c}")):
-            if key in res:
-                for s in peers:
-                    s.results[f"rps_c{c}"] = s.results[f"c{c}"].rps
-                    s.results[f"p99_c{c}"] = s.results[f"c{c}"].p99_ms
-                cell(
-                    f"single row, {route}, {c} conns, req/s", res[key].rps, f"rps_c{c}", local["calls_per_s"]
+        for route, label in (("predict", "`/predict`"), ("oip", "OIP")):
+            rps, p99 = f"{route}_rps_c{c}", f"{route}_p99_c{c}"
+            if rps not in mine:
+                continue
+            if hand:
+                found.append(
+                    Target(f"{label} {c} conns req/s >= 1.0x hand-written 2w", mine[rps], hand[rps], 1.0)
                 )
-                cell(f"single row, {route}, {c} conns, p99 ms", res[key].p99_ms, f"p99_c{c}", local["p99_ms"],
-                     higher=False)  # fmt: skip
-    batch = local["batch_rows_per_s"]
-    for label, key in (("`/predict`", "batch_rows_per_s"), ("OIP JSON", "oip_batch_rows_per_s")):
-        if key in res:
-            cell(f"1,000 rows, {label}, rows/s", res[key], "batch_rows_per_s", batch)
-    if "oip_binary_rows_per_s" in res:
-        value = res["oip_binary_rows_per_s"]
-        lines.append(f"| 1,000 rows, OIP binary, rows/s | {value:,.0f} | | | | {value / batch:.2f}x |")
+                found.append(
+                    Target(f"{label} {c} conns p99 <= hand-written 2w", mine[p99], hand[p99], 0, 1.0)
+                )
+            if kserve:
+                best = max(f[rps] for f in kserve)
+                found.append(Target(f"{label} {c} conns req/s >= 1.5x KServe", mine[rps], best, 1.5))
+        if f"oip_rps_c{c}" in mine:
+            found.append(Target(f"OIP {c} conns no slower than `/predict`", mine[f"oip_rps_c{c}"],
+                                mine[f"predict_rps_c{c}"], 1.0))  # fmt: skip
+    if hand and "oip_batch_rows_per_s" in mine:
+        found.append(Target("1,000 rows OIP JSON >= 1.0x hand-written 2w", mine["oip_batch_rows_per_s"],
+                            hand["oip_batch_rows_per_s"], 1.0))  # fmt: skip
+    if "oip_binary_rows_per_s" in mine:
+        found.append(Target("1,000 rows binary >= 0.6x in-process", mine["oip_binary_rows_per_s"],
+                            float(local["batch_rows_per_s"]), 0.6))  # fmt: skip
+    if kserve_2:
+        found.append(Target("idle RSS < KServe 2w", mine["idle_rss_mib"], kserve_2["idle_rss_mib"], 0, 1.0))
+    found.append(Target("cold start with bytecode < 3 s", mine["cold_start_s"], 3.0, 0, 1.0))
+    return found
+
+
+def targets_table(measured: list[Server], local: dict[str, Any]) -> list[str]:
+    found = targets(measured, local)
+    if not found:
+        return []
+    lines = ["", "The serving issue's targets, from this run:", "",
+             "| target | ours | against | ratio | met |", "|---|---|---|---|---|"]  # fmt: skip
+    for t in found:
+        met = "yes" if t.met else "no"
+        lines.append(f"| {t.label} | {t.ours:,.2f} | {t.reference:,.2f} | {t.ratio:.2f}x | {met} |")
+    lines += ["", f"{sum(t.met for t in found)} of {len(found)} targets met."]
     return lines
 
 
@@ -477,22 +636,24 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
                 )
     lines += [
         "",
-        "| server | 1,000-row request rows/s | of in-process onnxruntime | cold start s | idle RSS MiB "
-        "| RSS after load MiB |",
-        "|---|---|---|---|---|---|",
+        "| server | 1,000-row request rows/s | of in-process onnxruntime | cold start s | cold start "
+        "without bytecode s | idle RSS MiB | RSS after load MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     limit = local["batch_rows_per_s"]
     for server in measured:
         res = server.results
+        rows = res.get("batch_rows_per_s")
+        no_bytecode = res.get("cold_start_no_bytecode_s")
         lines.append(
-            f"| {server.name} | {res['batch_rows_per_s']:,.0f} | {res['batch_rows_per_s'] / limit:.0%} | "
-            f"{res['cold_start_s']:.1f} | {res['idle_rss_mib']:.0f} | {res['loaded_rss_mib']:.0f} |"
+            f"| {server.name} | {f'{rows:,.0f}' if rows else ''} | {f'{rows / limit:.0%}' if rows else ''} "
+            f"| {res['cold_start_s']:.1f} | {f'{no_bytecode:.1f}' if no_bytecode else ''} "
+            f"| {res['idle_rss_mib']:.0f} | {res['loaded_rss_mib']:.0f} |"
         )
         for key, label in (("oip_batch_rows_per_s", "JSON"), ("oip_binary_rows_per_s", "binary tensors")):
             if key in res:
-                lines.append(
-                    f"| {server.name}, OIP infer, {label} | {res[key]:,.0f} | {res[key] / limit:.0%} | | | |"
-                )
+                share = res[key] / limit
+                lines.append(f"| {server.name}, OIP infer, {label} | {res[key]:,.0f} | {share:.0%} | | | | |")
     for server in measured:
         if sk := server.results.get("soak"):
             growth = sk["rss_last_mib"] / sk["rss_first_mib"] - 1
@@ -505,6 +666,7 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
                 f"{sk['p99_first_ms']:.2f} ms, last 10 s {sk['p99_last_ms']:.2f} ms.",
             ]
     lines += leader_table(measured, local)
+    lines += targets_table(measured, local)
     lines += [
         "",
         f"In-process onnxruntime (1 thread): single row {local['calls_per_s']:,.0f} calls/s, "

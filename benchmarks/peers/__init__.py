@@ -50,9 +50,14 @@ class Peer:
                 "--port", str(port), "--workers", str(workers)]  # fmt: skip
 
 
-# KServe, MLServer, PyTriton (python="/usr/bin/python3.11": its stub links Debian's libpython) and Ray Serve
-# (optional) join here once their servers are checked against ours.
-PEERS = (Peer("fastapi_onnx", "hand-written FastAPI + onnxruntime", binary=False),)
+PEERS = (
+    Peer("fastapi_onnx", "hand-written FastAPI + onnxruntime", binary=False),
+    Peer("kserve", "KServe 0.21 ModelServer", binary=True),
+    Peer("mlserver", "MLServer 1.7", binary=False),
+    # its Python backend stub links Debian's libpython: the venv is made from Debian's interpreter
+    Peer("pytriton", "PyTriton 0.7 (Triton 2.51)", binary=True, python="/usr/bin/python3.11"),
+    Peer("ray_serve", "Ray Serve 2.60", binary=False, optional=True),
+)
 
 
 def available(include_optional: bool = False) -> list[Peer]:

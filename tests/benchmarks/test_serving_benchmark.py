@@ -149,8 +149,8 @@ def test_the_table_gives_ratios_from_the_same_run() -> None:
     local = {"calls_per_s": 1.0, "p50_ms": 0.1, "p99_ms": 0.2, "batch_rows_per_s": 400_000}
     text = serving.table([ours, server("FastAPI + joblib", 100, 50_000)], local, 10)
     assert "| ours | 8 | 2,000 | 1.00 | 4.00 | 0 | 20.00x | 1.00x |" in text
-    assert "| ours, OIP infer, binary tensors | 250,000 | 62% | | | |" in text
-    assert "| ours | 100,000 | 25% | 1.0 | 100 | 110 |" in text
+    assert "| ours, OIP infer, binary tensors | 250,000 | 62% | | | | |" in text
+    assert "| ours | 100,000 | 25% | 1.0 |  | 100 | 110 |" in text  # no figure without bytecode here
 
 
 def test_ours_is_set_against_the_best_peer_of_the_same_run_cell_by_cell() -> None:
@@ -195,3 +195,70 @@ def test_the_alias_watch_sees_when_the_alias_moved() -> None:
     moved = watch.moved_to("2", after=0)
     assert moved is not None and moved > watch.seen[0][0]
     assert watch.moved_to("3", after=0) is None
+
+
+LOCAL = {"calls_per_s": 8000.0, "p50_ms": 0.1, "p99_ms": 0.2, "batch_rows_per_s": 170_000.0}
+
+
+def peer_figures(rps: float, p99_ms: float, oip: bool = False) -> dict[str, object]:
+    results: dict[str, object] = {
+        "batch_rows_per_s": 60_000.0,
+        "idle_rss_mib": 300.0,
+        "loaded_rss_mib": 320.0,
+        "cold_start_s": 1.5,
+        "cold_start_no_bytecode_s": 4.0,
+    }
+    for c in (1, 8, 32):
+        results[f"c{c}"] = wrk.WrkResult(c, int(rps * 10), 10.0, 0, p99_ms / 2, p99_ms)
+        if oip:
+            results[f"oip_c{c}"] = wrk.WrkResult(c, int(rps * 9), 10.0, 0, p99_ms / 2, p99_ms)
+    if oip:
+        results["oip_batch_rows_per_s"] = 50_000.0
+        results["oip_binary_rows_per_s"] = 120_000.0
+    return results
+
+
+def measured_server(name: str, results: dict[str, object], peer: bool) -> serving.Server:
+    return serving.Server(name, [], {}, "", "", b"", b"", peer=peer, results=results)
+
+
+def test_each_target_is_a_ratio_of_the_same_run_and_says_whether_it_is_met() -> None:
+    measured = [
+        measured_server("ours (BentoML + ONNX)", peer_figures(3000, 5.0, oip=True), peer=False),
+        measured_server("hand-written FastAPI + onnxruntime, 2 workers", peer_figures(2500, 6.0), peer=True),
+        measured_server("KServe 0.21 ModelServer, 1 worker", peer_figures(1000, 9.0), peer=True),
+        measured_server("KServe 0.21 ModelServer, 2 workers", peer_figures(2100, 9.0), peer=True),
+    ]
+    found = {t.label: t for t in serving.targets(measured, LOCAL)}
+    hand = found["`/predict` 8 conns req/s >= 1.0x hand-written 2w"]
+    assert (hand.ratio, hand.met) == (1.2, True)
+    kserve = found["OIP 8 conns req/s >= 1.5x KServe"]  # the better KServe configuration: 2,100 req/s
+    assert (round(kserve.ratio, 3), kserve.met) == (round(2700 / 2100, 3), False)
+    assert found["OIP 1 conns no slower than `/predict`"].met is False  # 2,700 against 3,000
+    assert found["`/predict` 32 conns p99 <= hand-written 2w"].met is True
+    assert found["1,000 rows OIP JSON >= 1.0x hand-written 2w"].met is False  # 50,000 against 60,000
+    assert found["1,000 rows binary >= 0.6x in-process"].met is True  # 120,000 of 170,000
+    assert found["cold start with bytecode < 3 s"].met is True
+    table = "\n".join(serving.targets_table(measured, LOCAL))
+    assert f"{sum(t.met for t in found.values())} of {len(found)} targets met." in table
+
+
+def test_the_leader_table_sets_each_cell_against_the_best_peer_and_in_process() -> None:
+    measured = [
+        measured_server("ours (BentoML + ONNX)", peer_figures(3000, 5.0, oip=True), peer=False),
+        measured_server("hand-written FastAPI + onnxruntime, 2 workers", peer_figures(2500, 6.0), peer=True),
+        measured_server("nginx, fixed 200 answer (the HTTP floor)", peer_figures(50_000, 0.5), peer=False),
+    ]
+    lines = serving.leader_table(measured, LOCAL)
+    row = next(line for line in lines if line.startswith("| single row, OIP, 8 conns, req/s"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:] == ["2,700", "hand-written FastAPI + onnxruntime, 2 workers", "2,500", "1.08x", "0.34x"]
+    assert "nginx" not in "\n".join(lines)  # the floor is no peer
+    memory = next(line for line in lines if line.startswith("| idle RSS"))
+    assert memory.endswith("| 1.00x |  |")  # no in-process figure for memory
+
+
+def test_the_nginx_floor_listens_on_loopback_only(tmp_path: Path) -> None:
+    conf = serving.NGINX_CONF.format(prefix=tmp_path, port=8123)
+    assert "listen 127.0.0.1:8123;" in conf
+    assert "access_log off;" in conf
