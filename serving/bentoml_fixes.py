@@ -1,4 +1,4 @@
-"""Two documented fixes to BentoML 1.4.39's serving path, installed before the service's app is built.
+"""Three documented fixes to BentoML 1.4.39's serving path, installed before the service's app is built.
 
 1. The per-request timer. BentoML's ``TimeoutMiddleware`` (``bentoml/_internal/server/http/traffic.py``) arms
 ``loop.call_later(timeout, ...)`` for every request and never cancels it, and runs each request as an extra
@@ -21,6 +21,15 @@ never accepts on it). A worker's socket starts listening only when uvicorn start
 service has loaded and self-tested its model, so no connection reaches a worker that is not ready; a
 killed worker's socket leaves the group with it and its replacement joins when ready. Installed by
 wrapping ``uvicorn.Server.run``, which the worker calls with the shared socket after importing the service.
+
+3. The place of the service's own middlewares. BentoML puts them inside its tracing (OpenTelemetry) and
+timeout middlewares, so every request, also one the service answers at once, passed both: a span check,
+an ``asyncio.timeout`` armed and cancelled, and two more wrappers of its ``send``. ``own_middleware_first``
+puts them right after BentoML's request metrics instead (so ``bentoml_service_request_*`` still counts every
+request, and the rollout's bake check reads it), in their own order, the rest of BentoML's list after them
+unchanged. The service's fast path (``serving/fastpath.py``) then answers its routes after the metrics
+middleware alone; a request it passes on meets the tracing, the timeout and the routes as before. Measured
+with the fast path, single rows at 1 / 8 / 32 connections: 1.10x-1.15x the req/s (figures in its module).
 
 ``install()`` is idempotent, applies the fixes only on the release they were written for and reports each
 one (applied, or not and why); the service logs that report at start-up and exports it as the metric
@@ -103,6 +112,8 @@ _REPLACED: dict[str, Any] = {}
 
 TIMEOUT_PATCH = "cancelling-timeout-middleware"
 LISTENER_PATCH = "worker-own-listener"
+ORDER_PATCH = "own-middleware-after-metrics"
+METRICS_MIDDLEWARE = "RunnerTrafficMetricsMiddleware"
 
 
 @dataclass(frozen=True)
@@ -154,8 +165,42 @@ def _install_listener() -> Patch:
     return Patch(LISTENER_PATCH, target, True, "")
 
 
+def own_middleware_first(built: list[Any], own: list[type]) -> list[Any]:
+    """BentoML's middleware list (outermost first) with the service's own (``own``, their classes) moved
+    right after its request metrics middleware (to the front when it has none), in their order."""
+    mine = [m for m in built if m.cls in own]
+    theirs = [m for m in built if m.cls not in own]
+    at = next(
+        (i + 1 for i, m in enumerate(theirs) if getattr(m.cls, "__name__", "") == METRICS_MIDDLEWARE), 0
+    )
+    return [*theirs[:at], *mine, *theirs[at:]]
+
+
+def _own_first(middlewares: property) -> property:
+    original = middlewares.fget
+    assert original is not None
+
+    def reordered(factory: Any) -> list[Any]:
+        return own_middleware_first(original(factory), [cls for cls, _ in factory.service.middlewares])
+
+    reordered.__wrapped__ = original  # type: ignore[attr-defined]
+    return property(reordered)
+
+
+def _install_order() -> Patch:
+    from _bentoml_impl.server import app
+
+    target = "_bentoml_impl.server.app.ServiceAppFactory.middlewares"
+    middlewares = getattr(app.ServiceAppFactory, "middlewares", None)
+    if not isinstance(middlewares, property) or middlewares.fget is None:
+        return Patch(ORDER_PATCH, target, False, "it is no longer a property")
+    if not hasattr(middlewares.fget, "__wrapped__"):
+        app.ServiceAppFactory.middlewares = _own_first(middlewares)
+    return Patch(ORDER_PATCH, target, True, "")
+
+
 def install() -> list[Patch]:
-    """Put both fixes in place, only on the release they were written for; what was applied and why not.
+    """Put the fixes in place, only on the release they were written for; what was applied and why not.
 
     Idempotent. On another release nothing is changed (the fix may be upstream, or need re-checking), and
     the report says so: the service logs it at start-up and exports it as ``mlops_patch_applied``.
@@ -166,8 +211,9 @@ def install() -> list[Patch]:
         return [
             Patch(TIMEOUT_PATCH, "bentoml._internal.server.http.traffic.TimeoutMiddleware", False, reason),
             Patch(LISTENER_PATCH, "uvicorn.Server.run", False, reason),
+            Patch(ORDER_PATCH, "_bentoml_impl.server.app.ServiceAppFactory.middlewares", False, reason),
         ]
-    return [_install_timeout(), _install_listener()]
+    return [_install_timeout(), _install_listener(), _install_order()]
 
 
 def bentoml_timeout_middleware() -> Any:

@@ -170,7 +170,8 @@ def client_request_id(scope: Scope) -> str | None:
     return None
 
 
-def _new_request_id(_path: str, _status: int, _message: str, client_id: str | None = None) -> str:
+def new_request_id(_path: str, _status: int, _message: str, client_id: str | None = None) -> str:
+    """A refusal's request id when nothing records it: the client's own, else a new one."""
     return client_id or uuid.uuid4().hex
 
 
@@ -186,7 +187,7 @@ class JsonErrorMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, on_refusal: Callable[[str, int, str, str | None], str] = _new_request_id
+        self, app: ASGIApp, on_refusal: Callable[[str, int, str, str | None], str] = new_request_id
     ) -> None:
         self.app = app
         self.on_refusal = on_refusal

@@ -232,9 +232,11 @@ class ModelService:
         )
 
 
-# The first added is the outermost: every error response, the body limit's and the API key's included,
-# leaves through the JSON error edge, which gives it a request id and has it recorded.
+# The first added is the outermost, and all four run right after BentoML's request metrics (bentoml_fixes).
+# The fast path is the edge of the inference routes; for everything it passes on, every error response, the
+# body limit's and the API key's included, leaves through the JSON error edge, which gives it a request id
+# and has it recorded.
+ModelService.add_asgi_middleware(FastPathMiddleware, on_refusal=record_refusal)  # type: ignore[attr-defined]
 ModelService.add_asgi_middleware(JsonErrorMiddleware, on_refusal=record_refusal)  # type: ignore[attr-defined]
 ModelService.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
 ModelService.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]
-ModelService.add_asgi_middleware(FastPathMiddleware)  # type: ignore[attr-defined]

@@ -74,6 +74,7 @@ def test_on_the_pinned_release_every_patch_is_applied() -> None:
     assert [(p.name, p.applied) for p in patches] == [
         (bentoml_fixes.TIMEOUT_PATCH, True),
         (bentoml_fixes.LISTENER_PATCH, True),
+        (bentoml_fixes.ORDER_PATCH, True),
     ], [p.line() for p in patches]
     current: Any = traffic.TimeoutMiddleware
     assert current is CancellingTimeoutMiddleware  # the class BentoML builds its stack from
@@ -91,7 +92,7 @@ def test_on_another_release_nothing_is_patched_and_the_report_says_why(
     monkeypatch.setattr(traffic, "TimeoutMiddleware", bentoml_fixes.bentoml_timeout_middleware())
     before: Any = traffic.TimeoutMiddleware
     patches = bentoml_fixes.install()
-    assert [p.applied for p in patches] == [False, False]
+    assert [p.applied for p in patches] == [False, False, False]
     assert all("bentoml 1.4.40 is installed and the fix was written for 1.4.39" in p.line() for p in patches)
     assert traffic.TimeoutMiddleware is before
 
@@ -101,7 +102,7 @@ def test_a_changed_signature_is_left_alone_and_reported(monkeypatch: pytest.Monk
         def __init__(self, app: Any, timeout: float, grace: float) -> None: ...
 
     monkeypatch.setattr(traffic, "TimeoutMiddleware", Reworked)
-    timeout, listener = bentoml_fixes.install()
+    timeout, listener, _ = bentoml_fixes.install()
     assert not timeout.applied and "signature changed" in timeout.line(), timeout
     assert listener.applied
     current: Any = traffic.TimeoutMiddleware
@@ -156,3 +157,20 @@ def test_install_wraps_uvicorn_once() -> None:
     wrapped = uvicorn.Server.run
     assert all(p.applied for p in bentoml_fixes.install()) and uvicorn.Server.run is wrapped
     assert hasattr(wrapped, "__wrapped__")
+
+
+def test_the_services_own_middlewares_run_right_after_bentomls_request_metrics() -> None:
+    from starlette.middleware import Middleware
+
+    def named(name: str) -> type:
+        return type(name, (), {})
+
+    metrics, tracing, timeout, context = (named(n) for n in ("RunnerTrafficMetricsMiddleware", "Otel",
+                                                              "Timeout", "Context"))  # fmt: skip
+    fast, edge = named("FastPath"), named("JsonError")
+    classes = (metrics, tracing, timeout, fast, edge, context)
+    built = [Middleware(c) for c in classes]  # type: ignore[arg-type]  # stand-ins: only their order counts
+    order = [m.cls for m in bentoml_fixes.own_middleware_first(built, [fast, edge])]
+    assert order == [metrics, fast, edge, tracing, timeout, context]
+    without_metrics = [m.cls for m in bentoml_fixes.own_middleware_first(built[1:], [fast, edge])]
+    assert without_metrics == [fast, edge, tracing, timeout, context]

@@ -574,3 +574,106 @@ def test_the_openapi_document_publishes_the_bodies_the_refusals_and_the_project(
     assert predict["required"] == ["records"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower() and "/openapi.json" in docs.text
+
+
+def test_the_fast_path_runs_after_bentomls_request_metrics_and_before_its_tracing_and_timeout(
+    client: TestClient,
+) -> None:
+    names = [m.cls.__name__ for m in client.app.user_middleware]  # type: ignore[attr-defined]
+    assert names.index("RunnerTrafficMetricsMiddleware") + 1 == names.index("FastPathMiddleware")
+    assert names.index("FastPathMiddleware") < names.index("JsonErrorMiddleware")
+    assert names.index("ApiKeyMiddleware") < names.index("OpenTelemetryMiddleware")
+    assert names.index("ApiKeyMiddleware") < names.index("CancellingTimeoutMiddleware")
+
+
+def teapot_app(reached: list[str]) -> Any:
+    async def teapot(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(f"{scope['method']} {scope['path']}")
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return teapot
+
+
+def test_the_fast_path_is_the_edge_of_its_routes_key_limit_and_media_type_each_with_a_request_id(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    reached: list[str] = []
+    recorded: list[tuple[str, int]] = []
+
+    def on_refusal(path: str, status: int, message: str, client_id: str | None) -> str:
+        recorded.append((path, status))
+        return client_id or f"refused-{len(recorded)}"
+
+    app = FastPathMiddleware(teapot_app(reached), on_refusal, api_key="sesame", max_bytes=4000)
+    fast = TestClient(app)
+    key = {"authorization": "Bearer sesame"}
+    infer = f"/v2/models/{champion.settings.model_name}/infer"
+    missing = fast.post("/predict", json={"records": record})
+    wrong = fast.post(infer, json=infer_body([record]), headers={"authorization": "Bearer nope"})
+    big = orjson.dumps({"records": [record] * 20})
+    declared = fast.post("/predict", content=big, headers={**key, "content-type": "application/json"})
+    streamed = fast.post(
+        "/predict",
+        content=iter([big[:3000], big[3000:]]),
+        headers={**key, "content-type": "application/json"},
+    )
+    text = fast.post("/predict", content=b"{}", headers={**key, "content-type": "text/plain"})
+    rows = fast.post("/predict_rows", json={"rows": []}, headers={**key, "x-request-id": "mine-1"})
+    answered = fast.post("/predict", json={"records": record}, headers=key)
+    statuses = [r.status_code for r in (missing, wrong, declared, streamed, text, rows, answered)]
+    assert statuses == [401, 401, 413, 413, 415, 400, 200]
+    assert "missing API key" in missing.json()["error"] and "invalid API key" in wrong.json()["error"]
+    assert missing.headers["www-authenticate"] == 'Bearer realm="inference"'
+    assert declared.json()["error"] == streamed.json()["error"] == "body: larger than the limit of 4000 bytes"
+    assert "content-type: expected application/json" in text.json()["error"]
+    assert rows.json()["request_id"] == rows.headers["x-request-id"] == "mine-1"
+    for refusal in (missing, wrong, declared, streamed, text):
+        assert refusal.headers["x-request-id"] == refusal.json()["request_id"]
+    assert [status for _, status in recorded] == [401, 401, 413, 413, 415, 400]
+    assert reached == []  # the app behind it saw none of them
+
+
+def test_an_unexpected_error_on_the_fast_path_is_a_500_with_a_request_id_and_its_traceback_logged(
+    client: TestClient,
+    record: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from serving import responses
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(responses, "predict", broken)
+    fast = TestClient(FastPathMiddleware(teapot_app([]), api_key="", max_bytes=10_000))
+    with caplog.at_level(logging.ERROR, logger="serving.fastpath"):
+        answer = fast.post("/predict", json={"records": record})
+    assert answer.status_code == 500
+    assert answer.json()["request_id"] == answer.headers["x-request-id"]
+    assert "internal error" in answer.json()["error"] and "a bug" not in answer.json()["error"]
+    assert "RuntimeError: a bug" in caplog.text
+
+
+def test_a_body_that_stops_arriving_is_a_408(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from serving import fastpath
+
+    monkeypatch.setattr(fastpath, "BODY_TIMEOUT_S", 0.2)
+    sent: list[Any] = []
+    parts = [{"type": "http.request", "body": b'{"records": ', "more_body": True}]
+
+    async def receive() -> Any:
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(60)  # the rest never comes
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    app = FastPathMiddleware(teapot_app([]), api_key="", max_bytes=10_000)
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [], "query_string": b""}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
+    assert sent[0]["status"] == 408
+    assert orjson.loads(sent[1]["body"])["error"] == "body: not received whole within 0.2 s"
