@@ -174,6 +174,52 @@ def _flatten(field: str, data: Any) -> list[Any]:
     return data
 
 
+def _common_feeds(
+    tensors: list[Any], inputs: Sequence[TensorSpec]
+) -> tuple[dict[str, np.ndarray], int] | None:
+    """The feeds of the common request, checked against the model's inputs as a table; None for any other.
+
+    Common: one JSON tensor per model input, in the model's order, each exactly ``{name, shape, datatype,
+    data}`` with a numeric datatype, shape ``[n, 1]`` (the same n for all) and a flat list of n values. Half
+    the time of the general path, which takes every other request and words every refusal (a bad value here
+    also goes back to it, so each refusal has one wording).
+    """
+    if len(tensors) != len(inputs):
+        return None
+    rows: int | None = None
+    columns = []
+    for tensor, spec in zip(tensors, inputs, strict=True):
+        if type(tensor) is not dict or len(tensor) != 4 or tensor.get("name") != spec.name:
+            return None
+        shape, data = tensor.get("shape"), tensor.get("data")
+        if (
+            type(shape) is not list
+            or len(shape) != 2
+            or type(shape[0]) is not int
+            or shape[1] != 1
+            or type(data) is not list
+            or len(data) != shape[0]
+            or not data
+            or type(data[0]) is list
+            or not spec.is_numeric
+            or type(datatype := tensor.get("datatype")) is not str
+            or datatype not in NUMERIC_DATATYPES
+        ):
+            return None
+        if rows is None:
+            rows = len(data)
+        elif len(data) != rows:
+            return None
+        columns.append(data)
+    try:
+        block = number_block(columns, lambda i, j: f"inputs[{i}].data[{j}]")
+    except InputError:
+        return None
+    return {
+        spec.name: model_input(values, spec) for spec, values in zip(inputs, block, strict=True)
+    }, rows or 0
+
+
 def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes = b"") -> InferRequest:
     """Validate an infer request against the model's inputs; return one (n, 1) tensor per input."""
     if not isinstance(body, dict):
@@ -184,6 +230,17 @@ def parse_infer_request(body: Any, inputs: Sequence[TensorSpec], binary: bytes =
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError("id", f"expected a string, got {type(request_id).__name__}")
+    common = None if binary else _common_feeds(tensors, inputs)
+    if common is not None:
+        return InferRequest(
+            id=request_id,
+            feeds=common[0],
+            rows=common[1],
+            outputs=_requested_outputs(body),
+            binary_output=_binary_output(body),
+            binary_outputs=_outputs_binary(body, True),
+            json_outputs=_outputs_binary(body, False),
+        )
     specs = {spec.name: spec for spec in inputs}
     if len(tensors) > len(specs):  # some are unknown or given twice: refused before any is read
         raise InputError("inputs", f"{len(tensors)} tensors, but the model has {len(specs)} inputs")

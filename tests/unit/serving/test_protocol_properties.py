@@ -138,3 +138,64 @@ def test_more_tensors_than_the_model_has_inputs_are_refused_before_any_is_read()
     body = {"inputs": [_tensor("radius") for _ in range(20_000)]}
     with pytest.raises(InputError, match=r"^inputs: 20000 tensors, but the model has 3 inputs$"):
         parse_infer_request(body, INPUTS)
+
+
+NUMERIC_INPUTS = (TensorSpec("radius", "FP64"), TensorSpec("count", "INT64"), TensorSpec("area", "FP32"))
+VALUES = (
+    st.floats()
+    | st.integers(-(2**70), 2**70)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=3)
+    | st.lists(st.floats(), max_size=2)
+)
+
+
+@st.composite
+def common_requests(draw: st.DrawFn) -> dict[str, Any]:
+    """Requests of the common shape (a tensor per input, in order, [n, 1]), with any values, some not of
+    the shape after all (a length or a datatype off)."""
+    rows = draw(st.integers(min_value=1, max_value=3))
+    tensors = []
+    for spec in NUMERIC_INPUTS:
+        data = draw(st.lists(VALUES, min_size=rows, max_size=rows) | st.lists(st.floats(), max_size=4))
+        datatype = draw(st.sampled_from([spec.datatype, "FP64", "INT32", "BYTES", "BOOL"]))
+        tensors.append({"name": spec.name, "shape": [rows, 1], "datatype": datatype, "data": data})
+    return {"inputs": tensors}
+
+
+def _parsed_or_refused(body: dict[str, Any]) -> Any:
+    try:
+        parsed = parse_infer_request(copy.deepcopy(body), NUMERIC_INPUTS)
+    except InputError as exc:
+        return str(exc)
+    return parsed.rows, {k: (v.dtype.str, v.shape, v.tolist()) for k, v in parsed.feeds.items()}
+
+
+@given(common_requests())
+@EXAMPLES
+def test_the_common_request_is_read_as_the_general_path_reads_it(body: dict[str, Any]) -> None:
+    """The table-driven path for the common request gives what the general one gives: the same feeds, or
+    the same refusal word for word."""
+    from serving import protocol
+
+    common = _parsed_or_refused(body)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(protocol, "_common_feeds", lambda tensors, inputs: None)
+        general = _parsed_or_refused(body)
+    assert common == general
+
+
+def test_the_common_request_takes_the_table_driven_path() -> None:
+    from serving import protocol
+
+    body = {
+        "inputs": [
+            {"name": s.name, "shape": [2, 1], "datatype": s.datatype, "data": [1, 2.5]}
+            for s in NUMERIC_INPUTS
+        ]
+    }
+    found = protocol._common_feeds(body["inputs"], NUMERIC_INPUTS)
+    assert found is not None and found[1] == 2
+    assert found[0]["count"].dtype == np.int64 and found[0]["area"].dtype == np.float32
+    assert protocol._common_feeds(body["inputs"][::-1], NUMERIC_INPUTS) is None  # another order: general
