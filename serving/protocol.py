@@ -29,6 +29,8 @@ NUMPY_TO_DATATYPE = {
     "int32": "INT32",
     "object": "BYTES",
 }
+# Looked up by the dtype itself: ``str(dtype)`` took 2 us, a tenth of an answer's rendering.
+_DTYPE_TO_DATATYPE = {np.dtype(name): datatype for name, datatype in NUMPY_TO_DATATYPE.items()}
 
 
 BINARY_HEADER = "inference-header-content-length"
@@ -394,7 +396,7 @@ def _as_2d(values: np.ndarray) -> np.ndarray:
 
 def output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
     array = _as_2d(values)
-    datatype = NUMPY_TO_DATATYPE.get(str(array.dtype), "BYTES")
+    datatype = _DTYPE_TO_DATATYPE.get(array.dtype, "BYTES")
     data = array.ravel()
     return {
         "name": name,
@@ -407,7 +409,7 @@ def output_tensor(name: str, values: np.ndarray) -> dict[str, Any]:
 def binary_output_tensor(name: str, values: np.ndarray) -> tuple[dict[str, Any], bytes]:
     """The tensor's header (``binary_data_size``, no ``data``) and its bytes, for a binary response."""
     array = _as_2d(values)
-    datatype = NUMPY_TO_DATATYPE.get(str(array.dtype), "BYTES")
+    datatype = _DTYPE_TO_DATATYPE.get(array.dtype, "BYTES")
     if datatype == "BYTES":
         encoded = [str(v).encode() for v in array.ravel()]
         data = b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
