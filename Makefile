@@ -40,8 +40,10 @@ test: setup tools ## lint, type-check, layering contract and the whole suite (un
 	$(RUN) pytest
 
 # Benchmarks: each prints a Markdown table and writes it under benchmarks/results/.
-bench-serving: setup tools ## serving throughput and latency against baselines, one table
-	$(RUN) python -m benchmarks.serving
+# SERVING_FLAGS=--all-peers adds Ray Serve (heavy); --seconds 5 --soak-minutes 0 for a short run.
+SERVING_FLAGS ?=
+bench-serving: setup tools ## ours against KServe, MLServer, PyTriton, a hand-written server, nginx: one table
+	$(RUN) python -m benchmarks.serving $(SERVING_FLAGS)
 
 bench-pipeline: setup ## pipeline wall time per stage
 	$(RUN) python -m benchmarks.pipeline

@@ -30,6 +30,9 @@ from types import FrameType
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats reporting (there is no network here)
+# Under `uv run` (make bench-serving), Ray's default hook starts every worker with `uv run` in the caller's
+# project, packaging its folder as the working directory: the replicas never came up within 180 s.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 import numpy as np
 import onnxruntime as ort
