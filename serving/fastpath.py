@@ -182,11 +182,14 @@ class FastPathMiddleware:
     ) -> None:
         self.app = app
         self.on_refusal = on_refusal
-        settings = Settings() if api_key is None or max_bytes is None else None
-        if api_key is None and settings is not None and settings.api_key is not None:
-            api_key = settings.api_key.get_secret_value()
+        if api_key is None or max_bytes is None:
+            settings = Settings()
+            if api_key is None and settings.api_key is not None:
+                api_key = settings.api_key.get_secret_value()
+            if max_bytes is None:
+                max_bytes = settings.max_request_bytes
         self.expected = f"Bearer {api_key}".encode() if api_key else None
-        self.max_bytes = max_bytes if max_bytes is not None else settings.max_request_bytes  # type: ignore[union-attr]
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
