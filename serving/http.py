@@ -44,6 +44,48 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+WWW_AUTHENTICATE = ((b"www-authenticate", b'Bearer realm="inference"'),)
+
+
+def too_large(max_bytes: int) -> str:
+    """The body limit's refusal, in the words of every layer that enforces it."""
+    return f"body: larger than the limit of {max_bytes} bytes"
+
+
+def declared_too_large(length: bytes | str | None, max_bytes: int) -> bool:
+    """Whether a Content-Length header declares a body over the limit."""
+    return length is not None and length.isdigit() and int(length) > max_bytes
+
+
+def expected_authorization(api_key: str | None = None) -> bytes | None:
+    """The Authorization header an inference request must carry (from the settings when no key is given),
+    or None when no API key is set."""
+    if api_key is None and (secret := Settings().api_key) is not None:
+        api_key = secret.get_secret_value()
+    return f"Bearer {api_key}".encode() if api_key else None
+
+
+def authorization_problem(given: bytes, expected: bytes) -> str | None:
+    """Why a request's Authorization header is refused (compared in constant time), or None."""
+    if hmac.compare_digest(given, expected):
+        return None
+    which = "missing" if not given else "invalid"
+    return f"authorization: {which} API key; expected 'Authorization: Bearer <key>'"
+
+
+async def send_error(
+    send: Send, status: int, error: str, request_id: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """A refusal as every layer gives it: ``{"error", "request_id"}`` with an ``x-request-id`` header."""
+    kept = tuple((k, v) for k, v in headers if k.lower() != b"x-request-id")
+    await send_json(
+        send,
+        status,
+        {"error": error, "request_id": request_id},
+        (*kept, (b"x-request-id", request_id.encode())),
+    )
+
+
 class _BodyTooLargeError(Exception):
     pass
 
@@ -56,14 +98,13 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes if max_bytes is not None else Settings().max_request_bytes
 
     async def _reject(self, send: Send) -> None:
-        await send_json(send, 413, {"error": f"body: larger than the limit of {self.max_bytes} bytes"})
+        await send_json(send, 413, {"error": too_large(self.max_bytes)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        if declared_too_large(dict(scope["headers"]).get(b"content-length"), self.max_bytes):
             await self._reject(send)
             return
         received = 0
@@ -116,23 +157,15 @@ class ApiKeyMiddleware:
 
     def __init__(self, app: ASGIApp, api_key: str | None = None) -> None:
         self.app = app
-        if api_key is None and (secret := Settings().api_key) is not None:
-            api_key = secret.get_secret_value()
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.expected = expected_authorization(api_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.expected is None or scope["type"] != "http" or not is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(given, self.expected):
-            problem = "missing" if not given else "invalid"
-            await send_json(
-                send,
-                401,
-                {"error": f"authorization: {problem} API key; expected 'Authorization: Bearer <key>'"},
-                ((b"www-authenticate", b'Bearer realm="inference"'),),
-            )
+        problem = authorization_problem(dict(scope["headers"]).get(b"authorization", b""), self.expected)
+        if problem is not None:
+            await send_json(send, 401, {"error": problem}, WWW_AUTHENTICATE)
             return
         await self.app(scope, receive, send)
 
@@ -219,7 +252,6 @@ class JsonErrorMiddleware:
             what = _error_text(body) or f"HTTP {start['status']}"
             error = f"{scope.get('method', '')} {scope.get('path', '')}: {what}".strip()
         request_id = self.on_refusal(scope.get("path", ""), start["status"], error, client_request_id(scope))
-        replaced = (b"content-type", b"content-length", b"x-request-id")
+        replaced = (b"content-type", b"content-length")
         kept = tuple((k, v) for k, v in start.get("headers", []) if k.lower() not in replaced)
-        headers = (*kept, (b"x-request-id", request_id.encode()))
-        await send_json(send, start["status"], {"error": error, "request_id": request_id}, headers)
+        await send_error(send, start["status"], error, request_id, kept)

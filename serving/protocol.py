@@ -182,9 +182,9 @@ def _common_feeds(
     """The feeds of the common request, checked against the model's inputs as a table; None for any other.
 
     Common: one JSON tensor per model input, in the model's order, each exactly ``{name, shape, datatype,
-    data}`` with a numeric datatype, shape ``[n, 1]`` (the same n for all) and a flat list of n values. Half
-    the time of the general path, which takes every other request and words every refusal (a bad value here
-    also goes back to it, so each refusal has one wording).
+    data}`` with a numeric datatype, shape ``[n, 1]`` (the same n for all) and a flat list of n values. A
+    third less time than the general path (44.5 -> 28.6 us for the demo model's row), which takes every
+    other request and words every refusal (a bad value here also goes back to it: one wording each).
     """
     if len(tensors) != len(inputs):
         return None

@@ -208,10 +208,15 @@ def test_inference_routes_answer_with_the_key_and_probes_stay_open(secured: Secu
 def test_the_key_is_compared_in_constant_time() -> None:
     import inspect
 
-    from serving.http import ApiKeyMiddleware
+    from serving.fastpath import FastPathMiddleware
+    from serving.http import ApiKeyMiddleware, authorization_problem
 
-    source = inspect.getsource(ApiKeyMiddleware.__call__)
+    # The one comparison, shared by the API key middleware and the fast path's edge.
+    source = inspect.getsource(authorization_problem)
     assert "hmac.compare_digest(" in source and "==" not in source.replace("is None", "")
+    for caller in (ApiKeyMiddleware.__call__, FastPathMiddleware.admit):
+        calling = inspect.getsource(caller)
+        assert "authorization_problem(" in calling and "==" not in calling.replace("is None", "")
 
 
 # --- TLS ------------------------------------------------------------------------------------------------
