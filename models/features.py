@@ -5,6 +5,7 @@ NumPy only: the serving process uses this and must start without scikit-learn.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -49,18 +50,19 @@ class TensorSpec:
 
 
 _NUMBER_TYPES = frozenset({int, float})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _first(values: Sequence[Any], bad: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(values) if bad(v))
 
 
-def _overflows(value: Any) -> bool:
+def _finite(value: float) -> bool:
+    """Whether a JSON number is a finite float64 (an integer of any size is one while it fits a float)."""
     try:
-        float(value)
-    except OverflowError:
-        return True
-    return False
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def field_of(prefix: str, suffix: str = "") -> Callable[[int], str]:
@@ -74,7 +76,7 @@ def _bad_number(rows: Sequence[Sequence[Any]], where: Callable[[int, int], str])
         for j, value in enumerate(row):
             if type(value) not in _NUMBER_TYPES:
                 return InputError(where(i, j), f"expected a number, got {type(value).__name__} {value!r:.40}")
-            if _overflows(value) or not np.isfinite(value):
+            if not _finite(value):
                 return InputError(where(i, j), f"expected a finite number, got {value!r:.40}")
     return InputError(where(0, 0), "expected numbers")
 
@@ -144,8 +146,18 @@ def _columns(records: Sequence[Mapping[str, Any]], specs: Sequence[TensorSpec]) 
 
 
 def typed(column: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A checked column in the input's own type; a value that type cannot hold is refused, never wrapped."""
     dtype = NUMPY_DTYPES[spec.datatype]
-    return column if dtype is np.float64 else column.astype(dtype)
+    if dtype is np.float64 or dtype is np.object_:
+        return column
+    if dtype is np.int64:
+        if not (
+            np.array_equal(np.trunc(column), column) and ((column >= -(2.0**63)) & (column < 2.0**63)).all()
+        ):
+            raise InputError(spec.name, "expected whole numbers within the INT64 range")
+    elif (np.abs(column) > _FLOAT32_MAX).any():
+        raise InputError(spec.name, "expected numbers within the FP32 range")
+    return column.astype(dtype)
 
 
 def model_input(column: np.ndarray, spec: TensorSpec) -> np.ndarray:

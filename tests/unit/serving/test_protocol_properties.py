@@ -191,8 +191,7 @@ def test_the_common_request_takes_the_table_driven_path() -> None:
 
     body = {
         "inputs": [
-            {"name": s.name, "shape": [2, 1], "datatype": s.datatype, "data": [1, 2.5]}
-            for s in NUMERIC_INPUTS
+            {"name": s.name, "shape": [2, 1], "datatype": s.datatype, "data": [1, 2]} for s in NUMERIC_INPUTS
         ]
     }
     found = protocol._common_feeds(body["inputs"], NUMERIC_INPUTS)
