@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: help setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch
+.PHONY: help protos setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .DEFAULT_GOAL := help
 
@@ -82,6 +82,13 @@ lint: setup ## ruff check, ruff format --check, mypy, the layering contract (lin
 format: setup ## ruff format and ruff check --fix
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
+
+protos: setup ## regenerate serving/grpc_v2 from the Open Inference Protocol's grpc_predict_v2.proto
+	$(RUN) python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		serving/grpc_v2/grpc_predict_v2.proto
+	# a pool of its own: Triton's client defines the same package (inference.*) in the default one
+	sed -i 's/_descriptor_pool.Default().AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' \
+		serving/grpc_v2/grpc_predict_v2_pb2.py
 
 clean: stop ## stop everything and remove the state folder .mlops/
 	rm -rf .mlops

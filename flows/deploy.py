@@ -52,6 +52,7 @@ class LocalService:
         state = self.settings.state_path
         return {
             **os.environ,
+            **self.settings.to_env(),  # the workers read these settings, whatever this process's environment
             "MLOPS_STATE_DIR": str(state),
             "MLOPS_TRACKING_URI": self.settings.resolved_tracking_uri,
             "MLOPS_MODEL_NAME": self.settings.model_name,

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="If set, inference routes need this bearer token."
     )
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also serve the Open Inference Protocol over gRPC on this port, in each worker.",
+    )
     tls_certfile: Path | None = Field(default=None, description="Serve HTTPS with this certificate ...")
     tls_keyfile: Path | None = Field(default=None, description="... and this private key.")
     # Batch scoring (`mlops batch-score`, the batch-score deployment): where its tasks run.

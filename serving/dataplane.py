@@ -189,7 +189,24 @@ class DataPlane:
         started = time.perf_counter()
         try:
             head, binary = split_body(body, binary_header)
-            parsed = parse_infer_request(parse_json(head), model.inputs, binary)
+        except InputError as exc:
+            raise InvalidInput(str(exc)) from None
+        return await self.infer_request(model, parse_json(head), binary, probe, request_id, started)
+
+    async def infer_request(
+        self,
+        model: LoadedModel,
+        request: Any,
+        binary: bytes,
+        probe: bool,
+        request_id: str | None = None,
+        started: float | None = None,
+    ) -> Inferred:
+        """An infer request already read into the REST shape (the binary part apart), whatever carried it:
+        one validation, one set of messages, one record for every transport."""
+        started = time.perf_counter() if started is None else started
+        try:
+            parsed = parse_infer_request(request, model.inputs, binary)
         except InputError as exc:
             raise InvalidInput(str(exc)) from None
         unknown = sorted(set(parsed.outputs or ()) - set(model.output_names))

@@ -7,6 +7,7 @@ Routes (all JSON; errors are ``{"error": "<field>: <what was expected>"}`` with 
 * ``POST /predict``: ``{"records": {...} | [{...}, ...]}``, named features, one call to the model per request.
 * ``POST /predict_rows``: a BentoML batchable API for single-row traffic; concurrent requests are merged
   into one model call (adaptive batching) and each row's answer carries its provenance.
+* The same Open Inference Protocol over gRPC on ``grpc_port`` when it is set (``serving/grpc_server.py``).
 * BentoML's own ``/livez``, ``/readyz`` (false until a model is loaded and self-tested), ``/metrics``.
 
 The service is a thin shell over the transport-agnostic data plane (``serving/dataplane.py``): each route
@@ -143,6 +144,8 @@ class ModelService:
             on_event=metrics.alias_event,
         )
         self.plane = DataPlane(follower, log).bind()
+        self.grpc_port = settings.grpc_port
+        self.grpc: Any = None  # the gRPC transport, started on the worker's event loop
         follower.start()
         report_patches(PATCHES)
         # Everything loaded so far (modules, BentoML, MLflow) lives as long as the process: out of the
@@ -153,8 +156,21 @@ class ModelService:
     async def __is_ready__(self) -> bool:
         return self.plane.ready
 
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        """The Open Inference Protocol over gRPC on ``grpc_port``, when set: same worker, same data plane."""
+        if self.grpc_port is not None:
+            from serving import grpc_server  # grpc's import only where it is served
+
+            self.grpc = await grpc_server.start(self.plane, Settings())
+            logger.info("gRPC: serving the Open Inference Protocol on port %s", self.grpc_port)
+
     @bentoml.on_shutdown
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self.grpc is not None:
+            from serving import grpc_server
+
+            await grpc_server.stop(self.grpc)
         self.plane.close()
 
     # --- Open Inference Protocol ---------------------------------------------------------------------

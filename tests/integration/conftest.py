@@ -38,6 +38,15 @@ def tls_pair(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def listening_sockets(port: int) -> int:
+    """Sockets in LISTEN state on ``port`` (from /proc/net/tcp and tcp6: local address, state 0A; gRPC
+    listens on 127.0.0.1 through an IPv6 socket)."""
+    rows = [
+        row for table in ("tcp", "tcp6") for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+    ]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
 @pytest.fixture(scope="session")
 def newcomer_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One fresh clone of the committed tree for the README's commands; its first ``make`` installs it."""

@@ -28,7 +28,7 @@ from models.registry import CHAMPION
 from models.settings import Settings
 from serving import bentoml_fixes
 from tests.conftest import make_settings
-from tests.integration.conftest import tls_pair, use
+from tests.integration.conftest import listening_sockets, tls_pair, use
 from tests.integration.load import finish_load, start_load
 
 pytestmark = pytest.mark.integration
@@ -162,12 +162,6 @@ def test_api_key_and_tls_on_a_real_server(
         assert secret not in service.log_tail(500)
     finally:
         service.stop()
-
-
-def listening_sockets(port: int) -> int:
-    """Sockets in LISTEN state on ``port`` (from /proc/net/tcp: local address, state 0A)."""
-    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
 
 
 def test_new_connections_are_spread_over_both_workers(
