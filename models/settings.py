@@ -6,6 +6,7 @@ Values come from environment variables prefixed ``MLOPS_`` (for example ``MLOPS_
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -62,6 +63,18 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="If set, inference routes need this bearer token."
     )
+    serve_models: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Registered models each worker serves (JSON list; "*": also every model with a champion); '
+            "unset: model_name alone."
+        ),
+    )
+    version_budget_mib: float = Field(
+        default=512.0,
+        gt=0,
+        description="ONNX size of the versions a worker keeps loaded by path (least recently used let go).",
+    )
     grpc_port: int | None = Field(
         default=None,
         ge=1,
@@ -95,6 +108,13 @@ class Settings(BaseSettings):
         default=None,
         description="Database behind the stack's Prefect server (postgresql+asyncpg://...); SQLite if unset.",
     )
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        """The models a serving worker holds: ``serve_models`` (``model_name`` first when it names only
+        ``*``), else ``model_name`` alone. The first is the default model (the named-feature routes)."""
+        names = tuple(dict.fromkeys(self.serve_models))
+        return names if any(n != "*" for n in names) else (self.model_name, *names)
 
     @property
     def state_path(self) -> Path:
@@ -133,7 +153,7 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[f"MLOPS_{name.upper()}"] = str(value)
+            env[f"MLOPS_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
         env["MLOPS_STATE_DIR"] = str(self.state_path)
         env["MLOPS_TRACKING_URI"] = self.resolved_tracking_uri
         return env

@@ -2,7 +2,8 @@
 ``DataPlane`` and KServe's ``dataplane``).
 
 Health, server and model metadata, readiness, Open Inference Protocol ``infer`` and named-feature
-``predict`` over the model the worker holds (its ``Follower`` keeps it on the alias). It takes bytes and
+``predict`` over the models the worker holds (its ``Repository`` keeps each on its aliases, and loads a
+version asked for by path). It takes bytes and
 values, returns values, and raises the domain errors below, never HTTP statuses: each transport maps them
 (``serving/service.py`` to 400/404/503). Every answer is a record in the inference log, and every refusal
 is one too, recorded here by ``refuse`` whichever layer refused it (the routes, the transport's own
@@ -28,10 +29,10 @@ import orjson
 
 from models.features import ONNX_TO_DATATYPE, InputError
 from serving import metrics
-from serving.follower import Follower
 from serving.inference_log import InferenceLog, InferenceLogError
 from serving.model import LoadedModel
 from serving.protocol import parse_infer_request, split_body
+from serving.repository import Repository, VersionRefused
 
 SERVER_NAME = "mlops-path"
 # From this many rows a request's inputs are written out for the inference log while onnxruntime runs
@@ -53,6 +54,10 @@ class ModelNotFound(DataPlaneError):  # noqa: N818
 
 class ModelNotReady(DataPlaneError):  # noqa: N818
     """No model is loaded yet (the worker is starting): retry when ready."""
+
+
+class VersionConflict(DataPlaneError):  # noqa: N818
+    """The version is registered but cannot be served (it did not pass its gate, or failed to load)."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,12 @@ def _datatype(onnx_type: str) -> str:
     return ONNX_TO_DATATYPE.get(onnx_type, onnx_type)
 
 
-def model_metadata(model: LoadedModel) -> dict[str, Any]:
+def model_metadata(model: LoadedModel, versions: Sequence[str] = ()) -> dict[str, Any]:
+    """A model's OIP metadata; ``versions`` the ones loaded (this one's first)."""
     outputs = model.session.get_outputs()
     return {
         "name": model.ref.name,
-        "versions": [model.ref.version],
+        "versions": [model.ref.version, *(v for v in versions if v != model.ref.version)],
         "platform": "onnx",
         "inputs": [{"name": t.name, "datatype": t.datatype, "shape": [-1, 1]} for t in model.inputs],
         "outputs": [
@@ -126,10 +132,12 @@ def parse_json(body: bytes) -> Any:
 
 
 class DataPlane:
-    def __init__(self, follower: Follower, log: InferenceLog) -> None:
-        self.follower = follower
+    def __init__(self, repository: Repository, log: InferenceLog) -> None:
+        self.repository = repository
         self.log = log
         self.inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        # versions asked for by path load one at a time, off the event loop
+        self.load_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="version-loader")
 
     def bind(self) -> DataPlane:
         global _bound
@@ -137,7 +145,8 @@ class DataPlane:
         return self
 
     def close(self) -> None:
-        self.follower.stop()
+        self.repository.stop()
+        self.load_thread.shutdown(wait=True, cancel_futures=True)
         self.inference_thread.shutdown(wait=True)
         self.log.close()
 
@@ -145,33 +154,62 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.follower.ready
+        return self.repository.ready
 
     def server_metadata(self) -> dict[str, Any]:
         return {
             "name": SERVER_NAME,
             "version": metadata.version("mlops-path"),
-            "extensions": ["model_repository_metadata"],
+            "extensions": ["model_repository", "model_repository_metadata"],
         }
 
     def current(self) -> LoadedModel:
-        model = self.follower.current
+        """The champion of the first model served: what the named-feature routes answer with."""
+        model = self.repository.default.champion
         if model is None:
             raise ModelNotReady("model: not loaded yet; retry when /v2/health/ready says ready")
         return model
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
-        model = self.current()
-        if name != model.ref.name:
-            raise ModelNotFound(f"model: {name!r} is not served here; expected {model.ref.name!r}")
-        if version is not None and version != model.ref.version:
-            raise ModelNotFound(
-                f"version: {version!r} is not loaded; this server serves version {model.ref.version}"
-            )
+        """The model's champion, or the version asked for if this worker holds it (a dictionary read)."""
+        served = self.repository.models.get(name)
+        if served is None:
+            expected = " or ".join(repr(n) for n in self.repository.names)
+            raise ModelNotFound(f"model: {name!r} is not served here; expected {expected}")
+        if version is None:
+            champion = served.champion
+            if champion is None:
+                raise ModelNotReady("model: not loaded yet; retry when /v2/health/ready says ready")
+            return champion
+        model = self.repository.held(name, version)
+        if model is None:
+            loaded = ", ".join(served.versions()) or "none yet"
+            raise ModelNotFound(f"version: {version!r} is not loaded; this server holds version(s) {loaded}")
         return model
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        return model_metadata(self.model(name, version))
+    async def served_model(self, name: str, version: str | None = None) -> LoadedModel:
+        """As ``model``, but a version not held yet is loaded if it is registered and passed its gate."""
+        try:
+            return self.model(name, version)
+        except ModelNotFound:
+            if version is None or name not in self.repository.models:
+                raise
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.load_thread, self.repository.load_version, name, version)
+        except VersionRefused as exc:
+            raise (ModelNotFound if exc.status == 404 else VersionConflict)(str(exc)) from None
+
+    async def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = await self.served_model(name, version)
+        return model_metadata(model, self.repository.models[name].versions())
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """The OIP repository extension's index: every loaded version, ready, and why it is loaded."""
+        return [
+            {"name": e.name, "version": e.version, "state": "READY", "reason": "; ".join(e.reasons)}
+            for e in self.repository.index()
+        ]
 
     # --- inference ---------------------------------------------------------------------------------------
 
@@ -185,7 +223,7 @@ class DataPlane:
         request_id: str | None = None,
     ) -> Inferred:
         """An OIP inference request (JSON, or JSON followed by binary tensors) for ``name``/``version``."""
-        model = self.model(name, version)
+        model = await self.served_model(name, version)
         started = time.perf_counter()
         try:
             head, binary = split_body(body, binary_header)
@@ -254,7 +292,7 @@ class DataPlane:
 
     def check_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate one request's rows on their own, before a batcher merges them with others'."""
-        model = self.follower.current
+        model = self.repository.default.champion
         if model is None:
             raise ValueError("no model is loaded yet")
         model.feeds(rows)
@@ -268,7 +306,7 @@ class DataPlane:
         Called by the transport for every refusal, whichever layer refused it.
         """
         request_id = request_id or uuid.uuid4().hex
-        current = self.follower.current
+        current = self.repository.default.champion
         with contextlib.suppress(InferenceLogError):  # the refusal is still answered, with its id
             self.log.write_error(
                 request_id=request_id,

@@ -159,7 +159,7 @@ async def answer(
         body = await read_body(receive, max_bytes)
         return await responses.predict(plane, body, probe, client_request_id(scope))
     name, version = match.group(1), match.group(2)
-    plane.model(name, version)  # a wrong name or version is refused before the body is read
+    await plane.served_model(name, version)  # a wrong name or version: refused before the body is read
     binary = header(scope, _BINARY_HEADER)
     body = await read_body(receive, max_bytes)
     return await responses.infer(plane, name, version, body, binary, probe, client_request_id(scope))

@@ -23,6 +23,7 @@ from serving.model import (
     LoadedModel,
     ModelRef,
     ModelUnavailableError,
+    NotRegisteredError,
     alias_version,
     fetch,
     fetch_golden,
@@ -73,6 +74,11 @@ class Follower:
     cache_dir: Path
     poll_s: float
     alias: str = CHAMPION
+    # An optional alias (challenger, canary, shadow) may be absent: then nothing is held and nothing is
+    # wrong; when it is removed, the version it held is let go. The champion is never let go.
+    optional: bool = False
+    # A version another alias of the same model already holds is taken from there, not loaded again.
+    reuse: Callable[[str], LoadedModel | None] = field(default=lambda version: None)
     on_event: Callable[[str, str], None] = field(default=lambda kind, detail: None)
     current: LoadedModel | None = None
     stats: SwapStats = field(default_factory=SwapStats)
@@ -101,14 +107,20 @@ class Follower:
             if (current is not None and version == current.ref.version) or version in self._refused:
                 return False
             ref = resolve(self.tracking_uri, self.model_name, self.alias)
+        except NotRegisteredError as exc:
+            if not self.optional:
+                return self._registry_error(exc)
+            if current is None:
+                return False
+            self.current = None
+            self._report("unloaded", f"v{current.ref.version}: the alias is gone")
+            return True
         except ModelUnavailableError as exc:
-            self.stats.registry_errors += 1
-            self._report("registry_error", str(exc))
-            return False
+            return self._registry_error(exc)
         if ref.version in self._refused:
             return False
         try:
-            model = self.load(ref)
+            model = self.reuse(ref.version) or self.load(ref)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old model serving
             self._refused.add(ref.version)
             self.stats.failures += 1
@@ -120,10 +132,16 @@ class Follower:
         self._report("swapped", f"v{previous} -> v{ref.version}")
         return True
 
+    def _registry_error(self, exc: ModelUnavailableError) -> bool:
+        self.stats.registry_errors += 1
+        self._report("registry_error", str(exc))
+        return False
+
     def _report(self, kind: str, detail: str) -> None:
-        if kind != "swapped":
+        news = kind in ("swapped", "unloaded")
+        if not news:
             self.stats.last_error = f"{kind}: {detail}"
-        log = logger.info if kind == "swapped" else logger.warning
+        log = logger.info if news else logger.warning
         log("alias %s@%s: %s %s", self.model_name, self.alias, kind, detail)
         self.on_event(kind, detail)
 

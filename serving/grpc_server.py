@@ -34,6 +34,7 @@ from serving.dataplane import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    VersionConflict,
 )
 from serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -59,12 +60,14 @@ CODES = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    VersionConflict: grpc.StatusCode.FAILED_PRECONDITION,
 }
 # Recorded refusals keep REST's statuses, so the monitored error rate reads one vocabulary.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
 GRACE_S = 5.0  # calls in flight at shutdown get this long to finish
@@ -205,7 +208,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         try:
-            found = self.plane.model_metadata(request.name, request.version or None)
+            found = await self.plane.model_metadata(request.name, request.version or None)
         except DataPlaneError as exc:
             await _abort(context, CODES.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
         tensor = pb.ModelMetadataResponse.TensorMetadata
@@ -225,7 +228,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         client_id = client_request_id(metadata)
         try:
             self._authorize(metadata)
-            model = self.plane.model(request.model_name, request.model_version or None)
+            model = await self.plane.served_model(request.model_name, request.model_version or None)
             body, binary = request_body(request)
             answer = await self.plane.infer_request(
                 model, body, binary, metadata.get(PROBE_HEADER) == "1", client_id, started

@@ -24,11 +24,15 @@ from models.registry import CHAMPION, GOLDEN_ARTIFACT, Tag
 from models.runtime import make_session
 from models.settings import redact
 from serving import registry
-from serving.registry import RegistryReadError
+from serving.registry import AliasedVersion, Reader, RegistryReadError
 
 
 class ModelUnavailableError(RuntimeError):
     """No version can be served: the alias is missing or its artifacts cannot be fetched."""
+
+
+class NotRegisteredError(ModelUnavailableError):
+    """The registry answered that the model, version or alias does not exist (it is not an outage)."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,10 @@ class ModelRef:
     golden_uri: str  # the golden rows recorded at gate time
 
 
-def _registry_error(model_name: str, alias: str, exc: Exception) -> ModelUnavailableError:
+def _registry_error(what: str, exc: Exception) -> ModelUnavailableError:
     """Messages may name the URI that was called, credentials included: they are taken out."""
-    return ModelUnavailableError(redact(f"{model_name}@{alias}: {exc}"))
+    missing = isinstance(exc, registry.NotRegisteredError)
+    return (NotRegisteredError if missing else ModelUnavailableError)(redact(f"{what}: {exc}"))
 
 
 def alias_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> str:
@@ -51,23 +56,44 @@ def alias_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> 
     try:
         return registry.reader(tracking_uri).alias_version(model_name, alias)
     except RegistryReadError as exc:
-        raise _registry_error(model_name, alias, exc) from exc
+        raise _registry_error(f"{model_name}@{alias}", exc) from exc
 
 
 def resolve(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> ModelRef:
     """What ``models:/<name>@<alias>`` is now, read from exactly this store (``serving/registry.py``)."""
     try:
         store = registry.reader(tracking_uri)
-        found = store.aliased(model_name, alias)
-        onnx_uri = found.tags.get(Tag.ONNX_URI)
-        if not onnx_uri:
-            raise ModelUnavailableError(
-                f"{model_name} version {found.version} has no ONNX model ({Tag.ONNX_URI})"
-            )
-        location = store.model_location(onnx_uri.removeprefix("models:/"))
-        run_artifacts = store.run_artifact_uri(found.run_id)
+        return _ref(store, model_name, store.aliased(model_name, alias))
     except RegistryReadError as exc:  # nothing to load
-        raise _registry_error(model_name, alias, exc) from exc
+        raise _registry_error(f"{model_name}@{alias}", exc) from exc
+
+
+def with_alias(tracking_uri: str, alias: str = CHAMPION) -> list[str]:
+    """The registered models that have ``alias`` now, by name."""
+    try:
+        return registry.reader(tracking_uri).with_alias(alias)
+    except RegistryReadError as exc:
+        raise _registry_error(f"models with @{alias}", exc) from exc
+
+
+def resolve_version(tracking_uri: str, model_name: str, version: str) -> tuple[ModelRef, dict[str, str]]:
+    """``models:/<name>/<version>`` and its tags (the gate's verdict among them)."""
+    try:
+        store = registry.reader(tracking_uri)
+        found = store.version(model_name, version)
+        return _ref(store, model_name, found), found.tags
+    except RegistryReadError as exc:
+        raise _registry_error(f"{model_name}/{version}", exc) from exc
+
+
+def _ref(store: Reader, model_name: str, found: AliasedVersion) -> ModelRef:
+    onnx_uri = found.tags.get(Tag.ONNX_URI)
+    if not onnx_uri:
+        raise ModelUnavailableError(
+            f"{model_name} version {found.version} has no ONNX model ({Tag.ONNX_URI})"
+        )
+    location = store.model_location(onnx_uri.removeprefix("models:/"))
+    run_artifacts = store.run_artifact_uri(found.run_id)
     return ModelRef(
         name=model_name,
         version=found.version,

@@ -42,6 +42,18 @@ class RegistryReadError(RuntimeError):
     """The registry could not answer: the alias or model is missing, or the store is unreachable."""
 
 
+class NotRegisteredError(RegistryReadError):
+    """The store answered: no such registered model, version or alias (not an outage)."""
+
+
+def _missing(error_code: str | None, message: str) -> bool:
+    """MLflow's answer for something not registered: RESOURCE_DOES_NOT_EXIST, or (a missing alias)
+    INVALID_PARAMETER_VALUE saying "not found"."""
+    return error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        error_code == "INVALID_PARAMETER_VALUE" and "not found" in message
+    )
+
+
 @dataclass(frozen=True)
 class AliasedVersion:
     version: str
@@ -52,8 +64,10 @@ class AliasedVersion:
 class Reader(Protocol):
     def alias_version(self, name: str, alias: str) -> str: ...
     def aliased(self, name: str, alias: str) -> AliasedVersion: ...
+    def version(self, name: str, version: str) -> AliasedVersion: ...
     def model_location(self, model_id: str) -> str: ...
     def run_artifact_uri(self, run_id: str) -> str: ...
+    def with_alias(self, alias: str) -> list[str]: ...
 
 
 class SchemaUnknownError(RuntimeError):
@@ -85,17 +99,19 @@ class SqliteReader:
         if len(rows) > 1:  # several MLflow workspaces hold the name: the client knows which one is meant
             raise SchemaUnknownError(f"{what}: {len(rows)} rows")
         if not rows:
-            raise RegistryReadError(f"{what} not found")
+            raise NotRegisteredError(f"{what} not found")
         return rows[0]
 
     def alias_version(self, name: str, alias: str) -> str:
         sql = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?"
         if not self._rows("SELECT 1 FROM registered_models WHERE name = ?", name):
-            raise RegistryReadError(f"Registered Model with name={name} not found")  # MLflow's words
+            raise NotRegisteredError(f"Registered Model with name={name} not found")  # MLflow's words
         return str(self._one(f"Registered model alias {alias}", sql, name, alias)[0])
 
     def aliased(self, name: str, alias: str) -> AliasedVersion:
-        version = self.alias_version(name, alias)
+        return self.version(name, self.alias_version(name, alias))
+
+    def version(self, name: str, version: str) -> AliasedVersion:
         sql = "SELECT run_id FROM model_versions WHERE name = ? AND version = ?"
         (run_id,) = self._one(f"Model version {name} {version}", sql, name, version)
         sql = "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?"
@@ -109,6 +125,10 @@ class SqliteReader:
     def run_artifact_uri(self, run_id: str) -> str:
         sql = "SELECT artifact_uri FROM runs WHERE run_uuid = ?"
         return str(self._one(f"Run {run_id}", sql, run_id)[0])
+
+    def with_alias(self, alias: str) -> list[str]:
+        sql = "SELECT DISTINCT name FROM registered_model_aliases WHERE alias = ? ORDER BY name"
+        return [str(name) for (name,) in self._rows(sql, alias)]
 
 
 def _credentials(userinfo: str) -> str | None:
@@ -162,10 +182,12 @@ class RestReader:
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")
             try:
-                message = json.loads(body).get("message") or body
-            except ValueError:
-                message = body
-            raise RegistryReadError(f"{message[:300]} (HTTP {exc.code} from {self.base})") from exc
+                answer = json.loads(body)
+                message, code = answer.get("message") or body, answer.get("error_code")
+            except (ValueError, AttributeError):
+                message, code = body, None
+            error = NotRegisteredError if _missing(code, message) else RegistryReadError
+            raise error(f"{message[:300]} (HTTP {exc.code} from {self.base})") from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryReadError(f"{self.base} is unreachable ({type(exc).__name__}: {reason})") from exc
@@ -174,7 +196,13 @@ class RestReader:
         return self.aliased(name, alias).version
 
     def aliased(self, name: str, alias: str) -> AliasedVersion:
-        found = self._get("registered-models/alias", name=name, alias=alias)["model_version"]
+        return self._found(self._get("registered-models/alias", name=name, alias=alias)["model_version"])
+
+    def version(self, name: str, version: str) -> AliasedVersion:
+        return self._found(self._get("model-versions/get", name=name, version=version)["model_version"])
+
+    @staticmethod
+    def _found(found: dict[str, Any]) -> AliasedVersion:
         tags = {str(t["key"]): str(t.get("value", "")) for t in found.get("tags", [])}
         return AliasedVersion(str(found["version"]), str(found.get("run_id", "")), tags)
 
@@ -185,6 +213,19 @@ class RestReader:
 
     def run_artifact_uri(self, run_id: str) -> str:
         return str(self._get("runs/get", run_id=run_id)["run"]["info"]["artifact_uri"])
+
+    def with_alias(self, alias: str) -> list[str]:
+        names: list[str] = []
+        params = {"max_results": "1000"}
+        while True:
+            page = self._get("registered-models/search", **params)
+            for found in page.get("registered_models", []):
+                if any(a.get("alias") == alias for a in found.get("aliases", [])):
+                    names.append(str(found["name"]))
+            token = page.get("next_page_token")
+            if not token:
+                return sorted(names)
+            params = {"max_results": "1000", "page_token": str(token)}
 
 
 @dataclass(frozen=True)
@@ -203,7 +244,8 @@ class MlflowReader:
             return getattr(self._client(), method)(*args)
         except Exception as exc:  # MlflowException, or the store unreachable
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            raise RegistryReadError(message) from exc
+            missing = _missing(getattr(exc, "error_code", None), message)
+            raise (NotRegisteredError if missing else RegistryReadError)(message) from exc
 
     def alias_version(self, name: str, alias: str) -> str:
         return str(self._call("get_model_version_by_alias", name, alias).version)
@@ -212,11 +254,31 @@ class MlflowReader:
         found = self._call("get_model_version_by_alias", name, alias)
         return AliasedVersion(str(found.version), str(found.run_id), dict(found.tags))
 
+    def version(self, name: str, version: str) -> AliasedVersion:
+        found = self._call("get_model_version", name, version)
+        return AliasedVersion(str(found.version), str(found.run_id), dict(found.tags))
+
     def model_location(self, model_id: str) -> str:
         return str(self._call("get_logged_model", model_id).artifact_location)
 
     def run_artifact_uri(self, run_id: str) -> str:
         return str(self._call("get_run", run_id).info.artifact_uri)
+
+    def with_alias(self, alias: str) -> list[str]:
+        from mlflow.store.entities.paged_list import PagedList
+
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            try:
+                page: PagedList[Any] = self._client().search_registered_models(page_token=token)
+            except Exception as exc:  # MlflowException, or the store unreachable
+                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                raise RegistryReadError(message) from exc
+            names.extend(str(m.name) for m in page if alias in (m.aliases or {}))
+            token = page.token
+            if not token:
+                return sorted(names)
 
 
 def direct_reader(tracking_uri: str) -> Reader | None:
@@ -248,11 +310,17 @@ class WithFallback:
     def aliased(self, name: str, alias: str) -> AliasedVersion:
         return self._read(lambda r: r.aliased(name, alias))
 
+    def version(self, name: str, version: str) -> AliasedVersion:
+        return self._read(lambda r: r.version(name, version))
+
     def model_location(self, model_id: str) -> str:
         return self._read(lambda r: r.model_location(model_id))
 
     def run_artifact_uri(self, run_id: str) -> str:
         return self._read(lambda r: r.run_artifact_uri(run_id))
+
+    def with_alias(self, alias: str) -> list[str]:
+        return self._read(lambda r: r.with_alias(alias))
 
 
 def reader(tracking_uri: str) -> Reader:

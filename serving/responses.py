@@ -11,12 +11,19 @@ from starlette.responses import Response
 
 from models.inference_records import PROBE_HEADER
 from serving import dataplane
-from serving.dataplane import DataPlane, DataPlaneError, InvalidInput, ModelNotFound, ModelNotReady
+from serving.dataplane import (
+    DataPlane,
+    DataPlaneError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    VersionConflict,
+)
 from serving.protocol import BINARY_HEADER, binary_output_tensor, output_tensor
 
 JSON = "application/json"
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
-STATUS = {InvalidInput: 400, ModelNotFound: 404, ModelNotReady: 503}
+STATUS = {InvalidInput: 400, ModelNotFound: 404, VersionConflict: 409, ModelNotReady: 503}
 __all__ = ["PROBE_HEADER", "Response", "infer", "json_response", "predict", "provenance_headers", "refused"]
 
 

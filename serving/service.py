@@ -41,7 +41,6 @@ from serving.dataplane import (
     InvalidInput,
 )
 from serving.fastpath import FastPathMiddleware
-from serving.follower import Follower
 from serving.http import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -53,6 +52,7 @@ from serving.http import (
 from serving.inference_log import InferenceLog
 from serving.openapi import INFER_BODY, PREDICT_BODY, REFUSALS
 from serving.protocol import BINARY_HEADER
+from serving.repository import Repository
 
 __all__ = ["OVERLAP_ROWS", "ModelService", "api"]
 
@@ -136,17 +136,18 @@ class ModelService:
         log = InferenceLog(
             settings.inference_log_dir, worker=str(worker), max_bytes=settings.inference_log_max_bytes
         )
-        follower = Follower(
+        repository = Repository(
             tracking_uri=settings.resolved_tracking_uri,
-            model_name=settings.model_name,
+            names=settings.served_models,
             cache_dir=settings.model_cache_dir,
             poll_s=settings.swap_poll_s,
+            budget_mib=settings.version_budget_mib,
             on_event=metrics.alias_event,
         )
-        self.plane = DataPlane(follower, log).bind()
+        self.plane = DataPlane(repository, log).bind()
         self.grpc_port = settings.grpc_port
         self.grpc: Any = None  # the gRPC transport, started on the worker's event loop
-        follower.start()
+        repository.start()
         report_patches(PATCHES)
         # Everything loaded so far (modules, BentoML, MLflow) lives as long as the process: out of the
         # collector's way, so that a gen-2 collection only walks what requests create.
@@ -189,11 +190,11 @@ class ModelService:
 
     @api.get("/v2/models/{name}")
     async def metadata(self, name: str) -> Response:
-        return responses.json_response(self.plane.model_metadata(name))
+        return responses.json_response(await self.plane.model_metadata(name))
 
     @api.get("/v2/models/{name}/versions/{version}")
     async def version_metadata(self, name: str, version: str) -> Response:
-        return responses.json_response(self.plane.model_metadata(name, version))
+        return responses.json_response(await self.plane.model_metadata(name, version))
 
     @api.get("/v2/models/{name}/ready")
     async def model_ready(self, name: str) -> Response:
@@ -217,7 +218,7 @@ class ModelService:
         return await self._infer(request, name, version)
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
-        self.plane.model(name, version)  # a wrong name or version is refused before the body is read
+        await self.plane.served_model(name, version)  # a wrong name or version: refused before the body
         body, binary = await _body(request), request.headers.get(BINARY_HEADER)
         return await responses.infer(
             self.plane, name, version, body, binary, is_probe(request), client_request_id(request.scope)
@@ -238,6 +239,26 @@ class ModelService:
         if not self.plane.ready:
             raise bentoml.exceptions.ServiceUnavailable("model: not loaded yet")
         return self.plane.predict_rows(rows)
+
+    # --- the OIP model repository extension -------------------------------------------------------------
+
+    @api.post("/v2/repository/index")
+    async def repository_index(self) -> Response:
+        """Every loaded version, its state and why it is loaded (the aliases holding it, or by path)."""
+        return responses.json_response(self.plane.repository_index())  # type: ignore[arg-type]
+
+    @api.post("/v2/repository/models/{name}/{action}")
+    async def repository_control(self, name: str, action: str) -> Response:
+        if action not in ("load", "unload"):
+            return responses.json_response({"error": f"repository: no action {action!r}"}, 404)
+        return responses.json_response(
+            {
+                "error": f"repository: {action} is refused: this server loads what the registry's aliases "
+                f"name (move an alias: mlops promote or rollback), and a version on its first request "
+                f"by path (/v2/models/{name}/versions/{{version}})"
+            },
+            403,
+        )
 
     @api.api_route(
         "/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False

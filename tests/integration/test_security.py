@@ -390,5 +390,6 @@ def test_the_service_reads_the_registry_over_rest_as_the_mlflow_client_does(secu
         assert store.alias_version(name, CHAMPION) == aliased.version == "1"
         assert store.model_location(model_id) == client.model_location(model_id)
         assert store.run_artifact_uri(aliased.run_id) == client.run_artifact_uri(aliased.run_id)
+        assert store.with_alias(CHAMPION) == [name] and store.with_alias("challenger-x") == []
         with pytest.raises(RegistryReadError, match="alias challenger-x not found"):
             store.alias_version(name, "challenger-x")

@@ -13,8 +13,8 @@ import pytest
 from models import datasets
 from models.inference_records import read_records
 from serving.dataplane import DataPlane, InvalidInput, ModelNotFound, ModelNotReady
-from serving.follower import Follower
 from serving.inference_log import InferenceLog
+from serving.repository import Repository
 from tests.conftest import Registered
 
 SPEC = datasets.BREAST_CANCER
@@ -22,10 +22,10 @@ SPEC = datasets.BREAST_CANCER
 
 def make_plane(champion: Registered, tmp_path: Path, loaded: bool = True) -> DataPlane:
     settings = champion.settings
-    follower = Follower(settings.resolved_tracking_uri, settings.model_name, tmp_path / "cache", poll_s=60)
+    repository = Repository(settings.resolved_tracking_uri, (settings.model_name,), tmp_path / "cache", 60)
     if loaded:
-        assert follower.check()
-    return DataPlane(follower, InferenceLog(tmp_path / "log", worker="test"))
+        assert repository.check()
+    return DataPlane(repository, InferenceLog(tmp_path / "log", worker="test"))
 
 
 @pytest.fixture
@@ -95,8 +95,8 @@ def test_wrong_model_version_or_outputs_and_not_ready_are_domain_errors(
 ) -> None:
     name, rows = champion.settings.model_name, datasets.records(split.holdout.head(1), SPEC)
     with pytest.raises(ModelNotFound, match="'other' is not served here"):
-        plane.model_metadata("other")
-    with pytest.raises(ModelNotFound, match="version: '999' is not loaded"):
+        asyncio.run(plane.model_metadata("other"))
+    with pytest.raises(ModelNotFound, match=r"version: '999' of .* is not registered"):
         asyncio.run(plane.infer(name, "999", infer_body(rows), None, probe=False))
     with pytest.raises(InvalidInput, match=r"outputs: unknown \['score'\]"):
         asyncio.run(plane.infer(name, None, infer_body(rows, ["score"]), None, probe=False))

@@ -117,7 +117,10 @@ def test_tritons_client_gets_what_rest_answers_with_provenance(
             live, ready = await triton_client.is_server_live(), await triton_client.is_server_ready()
             model_ready = await triton_client.is_model_ready(name)
             server = await triton_client.get_server_metadata(as_json=True)
-            assert server["name"] == "mlops-path" and server["extensions"] == ["model_repository_metadata"]
+            assert server["name"] == "mlops-path" and server["extensions"] == [
+                "model_repository",
+                "model_repository_metadata",
+            ]
             assert not await triton_client.is_model_ready(name, "99")
             metadata = await triton_client.get_model_metadata(name, as_json=True)
             result = await triton_client.infer(
@@ -199,7 +202,7 @@ def test_refusals_are_status_codes_with_rests_words_and_recorded(
     assert refused[1][1] == "inputs[3].data: expected 2 values for shape [2, 1], got 1"
     assert refused[2][1] == "raw_input_contents: expected one per input (30), got 29"
     assert refused[3][1] == "inputs[0].data[1]: expected a finite number, got nan"
-    assert "version: '99' is not loaded" in refused[5][1]
+    assert "version: '99' of 'breast-cancer-classifier' is not registered" in refused[5][1]
     # REST's words for the same request, through the same parse
     body, binary = grpc_server.request_body(short)
     with pytest.raises(ValueError, match=r"^inputs\[3\]\.data: expected 2 values"):

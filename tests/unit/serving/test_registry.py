@@ -9,6 +9,7 @@ import pytest
 from models.registry import CHAMPION, Tag
 from serving.registry import (
     MlflowReader,
+    NotRegisteredError,
     Reader,
     RegistryReadError,
     RestReader,
@@ -26,8 +27,11 @@ def answers(store: Reader, name: str, model_id: str, run_id: str) -> tuple[objec
     return (
         store.alias_version(name, CHAMPION),
         store.aliased(name, CHAMPION),
+        store.version(name, store.alias_version(name, CHAMPION)),
         store.model_location(model_id),
         store.run_artifact_uri(run_id),
+        store.with_alias(CHAMPION),
+        store.with_alias("challenger-x"),
     )
 
 
@@ -42,16 +46,20 @@ def test_sqlite_reader_answers_as_the_mlflow_client(champion: Registered) -> Non
     expected = answers(client, settings.model_name, model_id, champion.run_id)
     assert answers(direct, settings.model_name, model_id, champion.run_id) == expected
     assert expected[0] == champion.version and aliased.run_id == champion.run_id
+    assert expected[2] == aliased  # a version read by its number is the one read by its alias
+    assert expected[5:] == ([settings.model_name], [])  # the models that have the alias
 
 
 def test_missing_names_are_refused_the_same_way(champion: Registered) -> None:
     uri = champion.settings.resolved_tracking_uri
     for store in (direct_reader(uri), MlflowReader(uri)):
         assert store is not None
-        with pytest.raises(RegistryReadError, match="name=nope not found"):
+        with pytest.raises(NotRegisteredError, match="name=nope not found"):
             store.aliased("nope", CHAMPION)
-        with pytest.raises(RegistryReadError, match="alias challenger-x not found"):
+        with pytest.raises(NotRegisteredError, match="alias challenger-x not found"):
             store.alias_version(champion.settings.model_name, "challenger-x")
+        with pytest.raises(NotRegisteredError, match="not found"):
+            store.version(champion.settings.model_name, "999")
 
 
 def test_a_missing_database_is_unavailable_and_not_created(tmp_path: Path) -> None:

@@ -677,3 +677,27 @@ def test_a_body_that_stops_arriving_is_a_408(client: TestClient, monkeypatch: py
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
     assert sent[0]["status"] == 408
     assert orjson.loads(sent[1]["body"])["error"] == "body: not received whole within 0.2 s"
+
+
+def test_the_repository_extension_tells_what_is_loaded_and_refuses_load_and_unload(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    name = champion.settings.model_name
+    assert "model_repository" in client.get("/v2").json()["extensions"]
+    index = client.post("/v2/repository/index")
+    assert index.status_code == 200
+    (entry,) = index.json()  # the gate named it challenger too, then it was promoted
+    assert entry == {
+        "name": name,
+        "version": champion.version,
+        "state": "READY",
+        "reason": "alias champion; alias challenger",
+    }
+    for action in ("load", "unload"):
+        refused = client.post(f"/v2/repository/models/{name}/{action}")
+        assert refused.status_code == 403 and f"{action} is refused" in refused.json()["error"]
+        assert refused.json()["request_id"]
+    assert client.get(f"/v2/models/{name}").json()["versions"] == [champion.version]
+    missing = client.post(f"/v2/models/{name}/versions/999/infer", json=infer_body([record]))
+    assert missing.status_code == 404 and "'999' of" in missing.json()["error"]
+    assert "is not registered" in client.get(f"/v2/models/{name}/versions/999").json()["error"]
