@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks import wrk
+from benchmarks import grpc_load, wrk
 from benchmarks.report import publish
 from flows.processes import StartupError, free_port, supervised, wait_http
 
@@ -86,6 +86,9 @@ class Server:
     oip_single: bytes = b""
     oip_batch: bytes = b""
     oip_binary_batch: tuple[bytes, dict[str, str]] | None = None  # binary tensor data extension
+    grpc_target: str | None = None  # host:port of its OIP gRPC service, when it has one
+    grpc_single: bytes = b""  # serialized ModelInferRequest, raw contents
+    grpc_batch: bytes = b""
     peer: bool = False  # a server a user would pick instead of ours (the ratios' denominators)
     floor: bool = False  # a fixed answer, no model: the HTTP floor of the machine (single rows only)
     python: bool = True  # a Python server: its cold start is measured again without bytecode
@@ -162,6 +165,7 @@ class Expected:
 
     body: bytes
     outputs: dict[str, np.ndarray]
+    grpc_body: bytes = b""  # the same rows as a gRPC ModelInferRequest (raw contents)
 
 
 def check_answers(url: str, name: str, expected: Expected, tolerance: float = 1e-9) -> None:
@@ -177,6 +181,33 @@ def check_answers(url: str, name: str, expected: Expected, tolerance: float = 1e
         if not np.allclose(got[output].ravel(), values.ravel(), rtol=0, atol=tolerance):
             worst = float(np.max(np.abs(got[output].ravel() - values.ravel())))
             raise RuntimeError(f"{name}: {output!r} differs from onnxruntime's by up to {worst:.3g}")
+
+
+def check_grpc_answers(target: str, name: str, expected: Expected, tolerance: float = 1e-9) -> None:
+    """The server's gRPC answers to the held-out rows equal onnxruntime's in process."""
+    got = grpc_load.outputs_of(grpc_load.call(target, expected.grpc_body))
+    for output, values in expected.outputs.items():
+        if output not in got or got[output].size != values.size:
+            raise RuntimeError(
+                f"{name}: gRPC output {output!r} missing or of another size on the held-out rows"
+            )
+        if not np.allclose(got[output].ravel(), values.ravel(), rtol=0, atol=tolerance):
+            worst = float(np.max(np.abs(got[output].ravel() - values.ravel())))
+            raise RuntimeError(f"{name}: gRPC {output!r} differs from onnxruntime's by up to {worst:.3g}")
+
+
+def measure_grpc(server: Server, seconds: float, batch_seconds: float, expected: Expected) -> None:
+    """Single rows at 1, 8 and 32 channels, then 1,000-row requests on one, all with raw contents."""
+    assert server.grpc_target is not None
+    check_grpc_answers(server.grpc_target, server.name, expected)
+    grpc_load.run(server.grpc_target, server.grpc_single, 8, min(seconds, 3))  # warm-up
+    for connections in CONNECTIONS:
+        result = grpc_load.run(server.grpc_target, server.grpc_single, connections, seconds)
+        server.results[f"grpc_c{connections}"] = result
+    batch = grpc_load.run(server.grpc_target, server.grpc_batch, 1, batch_seconds)
+    if batch.errors:
+        raise RuntimeError(f"{batch.errors} of {batch.requests} 1,000-row gRPC calls failed")
+    server.results["grpc_batch_rows_per_s"] = batch.rps * BATCH_ROWS
 
 
 def measure_server(
@@ -217,6 +248,8 @@ def measure_server(
             server.results["oip_binary_rows_per_s"] = batch_rows_per_s(
                 server.oip_url or server.url, body, workdir, batch_seconds, headers
             )
+        if server.grpc_target:
+            measure_grpc(server, seconds, batch_seconds, expected)
         server.results["loaded_rss_mib"] = tree_rss_mib(process.pid)
         if soak_minutes > 0:
             server.results["soak"] = soak(server.url, single, process.pid, soak_minutes, workdir)
@@ -287,6 +320,7 @@ def peer_servers(
     oip_single: bytes,
     oip_batch: bytes,
     oip_binary: tuple[bytes, dict[str, str]],
+    grpc_bodies: tuple[bytes, bytes],
     optional: bool,
 ) -> list[Server]:
     """Each peer with 1 and 2 workers, from its own venv (installed on first use)."""
@@ -296,17 +330,20 @@ def peer_servers(
     for peer in peers.available(optional):
         peers.ensure_venv(peer)
         for workers in (1, 2):
-            port = free_port()
+            port, grpc_port = free_port(), free_port() if peer.grpc else None
             found.append(
                 Server(
                     name=f"{peer.label}, {workers} worker{'s' if workers > 1 else ''}",
-                    command=peer.command(onnx_path, name, port, workers),
+                    command=peer.command(onnx_path, name, port, workers, grpc_port),
                     env={},
                     ready_url=f"http://127.0.0.1:{port}/v2/health/ready",
                     url=f"http://127.0.0.1:{port}/v2/models/{name}/infer",
                     single_body=oip_single,
                     batch_body=oip_batch,
                     oip_binary_batch=oip_binary if peer.binary else None,
+                    grpc_target=f"127.0.0.1:{grpc_port}" if grpc_port else None,
+                    grpc_single=grpc_bodies[0],
+                    grpc_batch=grpc_bodies[1],
                     peer=True,
                 )
             )
@@ -377,18 +414,23 @@ def servers(
     model = load_alias(settings.resolved_tracking_uri, settings.model_name, workdir / "cache")
     onnx_path = next((workdir / "cache").rglob("*.onnx"))
     feeds = model.feeds(datasets.records(holdout, spec))
+    name = settings.model_name
     expected = Expected(
         oip_body(datasets.records(holdout, spec), features),
         dict(zip(model.output_names, model.run(feeds), strict=True)),
+        grpc_load.request_bytes(name, feeds),
     )
     oip_single, oip_batch = oip_body([row], features), oip_body(rows, features)
-    oip_binary = binary_request({n: np.array([r[n] for r in rows]) for n in spec.feature_names})
+    columns = {n: np.array([r[n] for r in rows]) for n in features}
+    grpc_bodies = (grpc_load.request_bytes(name, {n: [row[n]] for n in features}),
+                   grpc_load.request_bytes(name, columns))  # fmt: skip
+    oip_binary = binary_request(columns)
 
     sklearn_model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
     joblib.dump(sklearn_model, workdir / "model.joblib")
 
     bin_dir = Path(sys.executable).parent
-    ours_settings = settings.model_copy(update={"serve_port": free_port()})
+    ours_settings = settings.model_copy(update={"serve_port": free_port(), "grpc_port": free_port()})
     ours = LocalService(ours_settings)
     ours_url = ours_settings.serve_url
     fastapi_port, mlflow_port = free_port(), free_port()
@@ -406,6 +448,9 @@ def servers(
                 oip_single=oip_single,
                 oip_batch=oip_batch,
                 oip_binary_batch=oip_binary,
+                grpc_target=f"127.0.0.1:{ours_settings.grpc_port}",
+                grpc_single=grpc_bodies[0],
+                grpc_batch=grpc_bodies[1],
             ),
             Server(
                 name="FastAPI + joblib",
@@ -449,7 +494,7 @@ def servers(
                 single_body=json.dumps({"dataframe_records": [row]}).encode(),
                 batch_body=json.dumps({"dataframe_records": rows}).encode(),
             ),
-            *peer_servers(onnx_path, settings.model_name, oip_single, oip_batch, oip_binary, optional_peers),
+            *peer_servers(onnx_path, name, oip_single, oip_batch, oip_binary, grpc_bodies, optional_peers),
             *nginx_floor(workdir, oip_single),
         ],
         onnx_path,
@@ -472,6 +517,8 @@ def _flatten(server: Server) -> dict[str, float]:
         for route, key in (("predict", f"c{c}"), ("oip", f"oip_c{c}" if f"oip_c{c}" in res else f"c{c}")):
             if key in res:
                 flat[f"{route}_rps_c{c}"], flat[f"{route}_p99_c{c}"] = res[key].rps, res[key].p99_ms
+        if f"grpc_c{c}" in res:
+            flat[f"grpc_rps_c{c}"], flat[f"grpc_p99_c{c}"] = res[f"grpc_c{c}"].rps, res[f"grpc_c{c}"].p99_ms
     if server.peer:
         flat["oip_batch_rows_per_s"] = res.get("batch_rows_per_s", 0.0)
     return flat
@@ -487,6 +534,12 @@ LEADER_CELLS: tuple[tuple[str, str, bool], ...] = (
     ("1,000 rows, `/predict`, rows/s", "batch_rows_per_s", True),
     ("1,000 rows, OIP JSON, rows/s", "oip_batch_rows_per_s", True),
     ("1,000 rows, OIP binary tensors, rows/s", "oip_binary_rows_per_s", True),
+    *(
+        (f"single row, gRPC raw contents, {c} conns, {unit}", f"grpc_{key}_c{c}", key == "rps")
+        for c in CONNECTIONS
+        for key, unit in (("rps", "calls/s"), ("p99", "p99 ms"))
+    ),
+    ("1,000 rows, gRPC raw contents, rows/s", "grpc_batch_rows_per_s", True),
     ("idle RSS of the tree, MiB", "idle_rss_mib", False),
     ("RSS after load, MiB", "loaded_rss_mib", False),
     ("cold start with bytecode, s", "cold_start_s", False),
@@ -607,6 +660,27 @@ def targets_table(measured: list[Server], local: dict[str, Any]) -> list[str]:
     return lines
 
 
+def grpc_table(measured: list[Server]) -> list[str]:
+    """The servers that speak the OIP over gRPC, single rows as raw contents, against ours."""
+    speaking = [s for s in measured if "grpc_c1" in s.results]
+    ours = next((s for s in speaking if s.name.startswith("ours")), None)
+    if not speaking:
+        return []
+    lines = ["", "OIP over gRPC (`ModelInfer`, single rows as raw contents; load generator "
+             "`benchmarks/grpc_load.py`, one channel per connection, closed loop):", "",
+             "| server | conns | calls/s | p50 ms | p99 ms | errors | ours / it |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for server in speaking:
+        for c in CONNECTIONS:
+            r: wrk.WrkResult = server.results[f"grpc_c{c}"]
+            versus = f"{ours.results[f'grpc_c{c}'].rps / r.rps:.2f}x" if ours and r.rps else ""
+            lines.append(
+                f"| {server.name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
+                f"| {versus} |"
+            )
+    return lines
+
+
 def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
     baseline = next(s for s in measured if s.name.startswith("FastAPI"))
     lines = [
@@ -638,6 +712,7 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
                     f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rps / b.rps:.2f}x "
                     f"| {r.p99_ms / b.p99_ms:.2f}x |"
                 )
+    lines += grpc_table(measured)
     lines += [
         "",
         "| server | 1,000-row request rows/s | of in-process onnxruntime | cold start s | cold start "
@@ -654,7 +729,8 @@ def table(measured: list[Server], local: dict[str, Any], seconds: float) -> str:
             f"| {res['cold_start_s']:.1f} | {f'{no_bytecode:.1f}' if no_bytecode else ''} "
             f"| {res['idle_rss_mib']:.0f} | {res['loaded_rss_mib']:.0f} |"
         )
-        for key, label in (("oip_batch_rows_per_s", "JSON"), ("oip_binary_rows_per_s", "binary tensors")):
+        for key, label in (("oip_batch_rows_per_s", "JSON"), ("oip_binary_rows_per_s", "binary tensors"),
+                           ("grpc_batch_rows_per_s", "gRPC raw contents")):  # fmt: skip
             if key in res:
                 share = res[key] / limit
                 lines.append(f"| {server.name}, OIP infer, {label} | {res[key]:,.0f} | {share:.0%} | | | | |")

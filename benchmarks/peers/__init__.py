@@ -2,7 +2,8 @@
 
 Each peer is a folder here with a ``requirements.txt`` (every version pinned, never in the project's lock
 file) and a ``server.py`` started as ``python server.py --model M.onnx --name NAME --port P --workers N``,
-serving the Open Inference Protocol v2 REST over onnxruntime (one thread, as ours). Its venv is made by uv
+serving the Open Inference Protocol v2 REST over onnxruntime (one thread, as ours), and the OIP over gRPC
+on ``--grpc-port G`` for those that have it (KServe, Triton). Its venv is made by uv
 on first use, bytecode compiled, under ``~/.cache/mlops-path/bench-peers/<peer>-<hash of requirements>``
 (a changed pin makes a new one); ``python -m benchmarks.peers`` makes them all ahead of a run.
 """
@@ -29,6 +30,7 @@ class Peer:
     slug: str  # its folder here
     label: str
     binary: bool  # speaks the binary tensor data extension
+    grpc: bool = False  # serves the OIP over gRPC too (``--grpc-port P``)
     python: str = "python3.11"  # the interpreter its venv is made from
     optional: bool = False  # measured only when asked for (heavy to install and to run)
 
@@ -44,18 +46,21 @@ class Peer:
         digest = hashlib.sha256(f"{self.python}\n{self.requirements.read_text()}".encode()).hexdigest()
         return CACHE / f"{self.slug}-{digest[:12]}"
 
-    def command(self, model: Path, name: str, port: int, workers: int) -> list[str]:
+    def command(
+        self, model: Path, name: str, port: int, workers: int, grpc_port: int | None = None
+    ) -> list[str]:
         python = self.venv() / "bin" / "python"
+        grpc = ["--grpc-port", str(grpc_port)] if grpc_port is not None else []
         return [str(python), str(self.folder / "server.py"), "--model", str(model), "--name", name,
-                "--port", str(port), "--workers", str(workers)]  # fmt: skip
+                "--port", str(port), "--workers", str(workers), *grpc]  # fmt: skip
 
 
 PEERS = (
     Peer("fastapi_onnx", "hand-written FastAPI + onnxruntime", binary=False),
-    Peer("kserve", "KServe 0.21 ModelServer", binary=True),
+    Peer("kserve", "KServe 0.21 ModelServer", binary=True, grpc=True),
     Peer("mlserver", "MLServer 1.7", binary=False),
     # its Python backend stub links Debian's libpython: the venv is made from Debian's interpreter
-    Peer("pytriton", "PyTriton 0.7 (Triton 2.51)", binary=True, python="/usr/bin/python3.11"),
+    Peer("pytriton", "PyTriton 0.7 (Triton 2.51)", binary=True, grpc=True, python="/usr/bin/python3.11"),
     Peer("ray_serve", "Ray Serve 2.60", binary=False, optional=True),
 )
 

@@ -262,3 +262,31 @@ def test_the_nginx_floor_listens_on_loopback_only(tmp_path: Path) -> None:
     conf = serving.NGINX_CONF.format(prefix=tmp_path, port=8123)
     assert "listen 127.0.0.1:8123;" in conf
     assert "access_log off;" in conf
+
+
+def test_grpc_cells_set_ours_against_the_peers_that_speak_grpc() -> None:
+    def server(name: str, grpc_rps: float | None, peer: bool) -> serving.Server:
+        cells: dict[str, Any] = {
+            f"c{c}": wrk.WrkResult(c, 10_000, 10.0, 0, 1.0, 4.0) for c in serving.CONNECTIONS
+        }
+        if grpc_rps is not None:
+            for c in serving.CONNECTIONS:
+                cells[f"grpc_c{c}"] = wrk.WrkResult(c, int(grpc_rps * 10), 10.0, 0, 1.0, 2.0)
+            cells["grpc_batch_rows_per_s"] = grpc_rps * 100
+        return serving.Server(name, [], {}, "", "", b"", b"", peer=peer, results=cells)
+
+    ours, triton, plain = (
+        server("ours", 3000, False),
+        server("Triton", 2000, True),
+        server("REST", None, True),
+    )
+    local = {"calls_per_s": 30_000.0, "p50_ms": 0.03, "p99_ms": 0.06, "batch_rows_per_s": 600_000.0}
+    lines = serving.grpc_table([ours, triton, plain])
+    assert "| Triton | 8 | 2,000 | 1.00 | 2.00 | 0 | 1.50x |" in lines
+    assert not any(line.startswith("| REST") for line in lines)  # no gRPC, no row
+    leader = serving.leader_table([ours, triton, plain], local)
+    assert (
+        "| single row, gRPC raw contents, 32 conns, calls/s | 3,000 | Triton | 2,000 | 1.50x | 0.10x |"
+        in leader
+    )
+    assert "| 1,000 rows, gRPC raw contents, rows/s | 300,000 | Triton | 200,000 | 1.50x | 0.50x |" in leader

@@ -1,6 +1,6 @@
 """KServe peer: KServe 0.21's ``ModelServer`` with a custom ``kserve.Model`` over an onnxruntime session.
 
-    python server.py --model model.onnx --name NAME --port PORT --workers N
+    python server.py --model model.onnx --name NAME --port PORT --workers N [--grpc-port G]
 
 The way KServe's documentation writes a custom predictor: ``load()`` opens the model, ``predict()`` takes the
 v2 ``InferRequest`` (JSON, or the binary tensor data extension) and returns an ``InferResponse``, which must
@@ -8,14 +8,17 @@ carry an id or KServe answers 500. ``--workers N`` is KServe's own multi-process
 binds the socket and spawns N uvicorn processes, pickling the model into each, so the onnxruntime session
 (which does not pickle) is opened again in every worker as it is unpickled.
 
-KServe binds REST on 0.0.0.0 and gRPC on [::] with no setting for either address; this script narrows REST to
-127.0.0.1 (the config KServe builds is given the host) and leaves gRPC off.
+KServe binds REST on 0.0.0.0 and gRPC on [::] with no setting for either address; this script narrows both to
+127.0.0.1 (the config KServe builds is given the host; its gRPC server's port is added on the loopback).
+gRPC (KServe's own ``GRPCInferenceService``, in the parent process whatever ``--workers`` says) is on with
+``--grpc-port``, off without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import kserve
@@ -42,10 +45,21 @@ class LoopbackConfig(uvicorn.Config):
 
 
 def loopback_only() -> None:
-    """KServe hard-codes host="0.0.0.0" in the uvicorn config of its REST server: bind 127.0.0.1 instead."""
+    """KServe hard-codes host="0.0.0.0" in the uvicorn config of its REST server and "[::]" as its gRPC
+    server's address: bind 127.0.0.1 instead."""
+    from kserve.protocol.grpc import server as grpc_server
     from kserve.protocol.rest import server as rest
 
     rest.uvicorn.Config = LoopbackConfig  # type: ignore[misc]
+    make_server = grpc_server.aio.server
+
+    def loopback_server(*args: Any, **kwargs: Any) -> Any:
+        server = make_server(*args, **kwargs)
+        add_port = server.add_insecure_port
+        server.add_insecure_port = lambda address: add_port(address.replace("[::]", "127.0.0.1"))
+        return server
+
+    grpc_server.aio = SimpleNamespace(server=loopback_server)  # the only name of grpc.aio it uses
 
 
 class OnnxModel(kserve.Model):
@@ -94,12 +108,14 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--grpc-port", type=int)
     args, _ = parser.parse_known_args()
     logging.basicConfig(level=logging.WARNING)
     loopback_only()
     logging.getLogger("kserve").setLevel(logging.WARNING)
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    server = kserve.ModelServer(http_port=args.port, workers=args.workers, enable_grpc=False)
+    grpc = {"enable_grpc": True, "grpc_port": args.grpc_port} if args.grpc_port else {"enable_grpc": False}
+    server = kserve.ModelServer(http_port=args.port, workers=args.workers, **grpc)
     server.start([OnnxModel(args.name, args.model)])
 
 

@@ -1,14 +1,15 @@
 """NVIDIA PyTriton peer: Triton Inference Server (2.51, bundled by nvidia-pytriton 0.7) on CPU, serving an
 onnxruntime session from a Python ``@batch`` inference function behind Triton's dynamic batcher.
 
-    python server.py --model model.onnx --name NAME --port PORT --workers N
+    python server.py --model model.onnx --name NAME --port PORT --workers N [--grpc-port G]
 
 (the venv must be made from Debian's ``/usr/bin/python3.11``: the Python backend stub links its libpython.)
 
 Triton itself speaks the Open Inference Protocol v2 (KServe v2) REST on 127.0.0.1:PORT, including the binary
-tensor data extension. Its gRPC and metrics endpoints are required by Triton and bound to two other free
-127.0.0.1 ports picked at start-up. ``/v2/health/ready`` is Triton's strict readiness: the model is bound into
-a local model store before Triton starts, so Triton loads it at start-up and is not ready before it is.
+tensor data extension, and its gRPC service (``inference.GRPCInferenceService``) on 127.0.0.1:G (a free port
+when not given). Its metrics endpoint is required by Triton and bound to another free 127.0.0.1 port.
+``/v2/health/ready`` is Triton's strict readiness: the model is bound into a local model store before Triton
+starts, so Triton loads it at start-up and is not ready before it is.
 
 ``--workers N`` maps to N Triton model instances (``instance_group`` count N on CPU): ``triton.bind`` gets a
 list of N inference callables, each with its own onnxruntime session (1 intra-op, 1 inter-op thread). Triton
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--grpc-port", type=int)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -95,7 +97,7 @@ def main() -> None:
         http_address="127.0.0.1",
         http_port=args.port,
         grpc_address="127.0.0.1",
-        grpc_port=free_port(),
+        grpc_port=args.grpc_port or free_port(),
         metrics_address="127.0.0.1",
         metrics_port=free_port(),
         log_verbose=0,
