@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 SPEC = datasets.BREAST_CANCER
 SECRET = "grpc-test-key"
 ANY_CHAMPION = GateConfig(max_regression={}, latency_p99_ms=100)
-KSERVE_CLIENT = Path(__file__).with_name("kserve_grpc_client.py")
+KSERVE_CLIENT = Path(__file__).with_name("kserve_client.py")
 
 
 def triton_inputs(rows: list[dict[str, Any]]) -> list[triton.InferInput]:

@@ -99,9 +99,9 @@ def test_every_model_with_a_champion_is_served_when_the_names_say_so(store: Stor
         poll_s=60,
         on_event=lambda kind, detail: events.append((kind, detail)),
     )
-    assert list(repo.models) == [first] and repo.names == (first,)
+    assert list(repo.models) == [first] and list(repo.names) == [first]
     assert repo.check() and repo.ready
-    assert list(repo.models) == [first, second] and repo.names == (first, second)
+    assert list(repo.models) == [first, second] and list(repo.names) == [first, second]
     assert ("discovered", second) in events and repo.default.name == first
     assert [e.name for e in repo.index()] == [first, second]
     assert not repo.check()  # found once
