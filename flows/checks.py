@@ -106,7 +106,12 @@ def check_version(
             polls += 1
             # a new connection each time, so the polls reach every worker, not only the first one's
             answer = client.get(f"/v2/models/{model_name}", headers={"connection": "close"})
-            served = str(answer.json()["versions"][0])
+            # a 404: a worker that serves every model with a champion has not found this one yet
+            served = (
+                str(answer.json()["versions"][0])
+                if answer.status_code == 200
+                else f"none ({answer.status_code})"
+            )
             seen.append(served)
             run = run + 1 if served == version else 0
             return run >= streak
@@ -126,28 +131,40 @@ def check_version(
 
 
 def _not_there_yet(response: httpx.Response, version: str) -> bool:
-    if response.status_code == 503:
+    # 503: the worker is loading; 404: it serves every model with a champion and has not found this one yet
+    if response.status_code in (404, 503):
         return True
     if response.status_code != 200:
         return False
     return str(response.json().get("model_version")) != version
 
 
+def predict_path(model_name: str) -> str:
+    """The model's own named-feature route (``/predict`` answers for the service's default model only)."""
+    return f"/v2/models/{model_name}/predict"
+
+
 def check_golden(
-    replica: Replica, golden: dict[str, Any], version: str, tolerance: float, loading_s: float = 0.0
+    replica: Replica,
+    model_name: str,
+    golden: dict[str, Any],
+    version: str,
+    tolerance: float,
+    loading_s: float = 0.0,
 ) -> CheckResult:
     """Send the golden rows recorded at gate time; answers must match them and name the version.
 
-    A 503 or an answer from another version (a worker still loading, or not yet past its alias poll,
-    while the one the version check asked already serves it) is asked again for up to ``loading_s``;
+    A 503, a 404 or an answer from another version (a worker still loading, not past its alias poll, or
+    not yet serving this model while the one the version check asked does) is asked again for up to
+    ``loading_s``;
     any other answer is judged at once.
     """
-    deadline = time.monotonic() + loading_s
+    deadline, path = time.monotonic() + loading_s, predict_path(model_name)
     with replica.client() as client:
-        response = client.post("/predict", json={"records": golden["records"]})
+        response = client.post(path, json={"records": golden["records"]})
         while _not_there_yet(response, version) and time.monotonic() < deadline:
             time.sleep(0.2)
-            response = client.post("/predict", json={"records": golden["records"]})
+            response = client.post(path, json={"records": golden["records"]})
     if response.status_code != 200:
         return CheckResult(replica.url, "golden", False, f"HTTP {response.status_code}", "200, identical")
     body = response.json()
@@ -167,16 +184,19 @@ def check_golden(
     return CheckResult(replica.url, "golden", passed, value, f"v{version}, identical, <= {tolerance:g}")
 
 
-def check_latency(replica: Replica, records: list[dict[str, Any]], checks: DeployChecks) -> CheckResult:
+def check_latency(
+    replica: Replica, model_name: str, records: list[dict[str, Any]], checks: DeployChecks
+) -> CheckResult:
     """A short closed-loop probe of single-row requests; p99 end to end."""
     share, extra = divmod(checks.probe_requests, checks.probe_concurrency)
+    path = predict_path(model_name)
 
     def worker(offset: int) -> tuple[list[float], int]:
         timings, failures = [], 0
         with replica.client() as client:
             for i in range(share + (offset < extra)):  # exactly probe_requests in all
                 started = time.perf_counter()
-                response = client.post("/predict", json={"records": [records[(offset + i) % len(records)]]})
+                response = client.post(path, json={"records": [records[(offset + i) % len(records)]]})
                 timings.append((time.perf_counter() - started) * 1000)
                 failures += response.status_code != 200
         return timings, failures
@@ -253,9 +273,9 @@ def verify_replica(
             replica, model_name, version, checks.version_timeout_s, checks.version_streak
         )),
         ("golden", lambda: check_golden(
-            replica, golden, version, checks.golden_tolerance, checks.version_timeout_s
+            replica, model_name, golden, version, checks.golden_tolerance, checks.version_timeout_s
         )),
-        ("latency", lambda: check_latency(replica, golden["records"], checks)),
+        ("latency", lambda: check_latency(replica, model_name, golden["records"], checks)),
         ("bake", lambda: check_bake(replica, checks)),
     ]  # fmt: skip
     results: list[CheckResult] = []

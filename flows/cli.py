@@ -130,7 +130,7 @@ def _stack(settings: Settings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
     try:
-        stack.start(pipeline=lambda: run_pipeline_deployment(say))
+        stack.start(pipeline=lambda parameters: run_pipeline_deployment(say, parameters))
         if stop.is_set():
             return 130
         print(f"\n» the stack is up in {time.monotonic() - started:.0f}s:\n{stack.describe()}", flush=True)
@@ -271,7 +271,15 @@ def _traffic(settings: Settings, args: argparse.Namespace) -> int:
     holdout = datasets.split(datasets.load_frame(datasets.demo_source(spec.name)), spec).holdout
     planned = plan_traffic(holdout, spec, args.rows, args.shift, args.balance, seed=args.seed)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    sent = replay(args.url or settings.serve_url, planned, spec, Path(args.labels_out), args.batch, api_key)
+    sent = replay(
+        args.url or settings.serve_url,
+        planned,
+        spec,
+        Path(args.labels_out),
+        args.batch,
+        api_key,
+        model_name=settings.model_name,
+    )
     print(f"sent {len(planned)} rows in {sent} requests; labels in {args.labels_out}")
     return 0
 

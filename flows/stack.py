@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,8 +43,53 @@ def _bin(name: str) -> str:
 
 
 def stack_settings(settings: Settings) -> Settings:
-    """The settings every process of the stack shares: flows and the service talk to the MLflow server."""
-    return settings.model_copy(update={"tracking_uri": settings.mlflow_url})
+    """The settings every process of the stack shares: flows and the service talk to the MLflow server,
+    and the service serves ``MLOPS_MODEL_NAME`` first and every other model with a champion (unless
+    ``MLOPS_SERVE_MODELS`` says otherwise)."""
+    serve = settings.serve_models or [settings.model_name, "*"]
+    return settings.model_copy(update={"tracking_uri": settings.mlflow_url, "serve_models": serve})
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A registered model the stack trains on its first start, and the pipeline's parameters for it."""
+
+    model_name: str
+    parameters: dict[str, Any]
+
+
+# The other two demo datasets, as the README's runs of them, each its own registered model; the first model
+# (breast cancer, MLOPS_MODEL_NAME) is the deployment's own parameters.
+DEMO_MODELS = (
+    DemoModel(
+        "churn-classifier",
+        {
+            "data_source": "demo:churn",
+            "dataset": "churn",
+            "recipe": "hist_gradient_boosting",
+            "gate_config": {"metric_floors": {"roc_auc": 0.7}},
+        },
+    ),
+    DemoModel(
+        "housing-regressor",
+        {
+            "data_source": "demo:housing",
+            "dataset": "housing",
+            "recipe": "ridge",
+            "gate_config": {
+                "metric_floors": {"r2": 0.9},
+                "metric_ceilings": {"rmse": 60},
+                "max_regression": {"rmse": 1.0},
+            },
+        },
+    ),
+)
+
+
+def demo_models(settings: Settings) -> list[DemoModel]:
+    """The demo models the stack's service serves (all of them unless ``MLOPS_SERVE_MODELS`` names others)."""
+    served = settings.served_models
+    return [m for m in DEMO_MODELS if "*" in served or m.model_name in served]
 
 
 def pids_file(settings: Settings) -> Path:
@@ -290,14 +336,15 @@ class Stack:
                     f"is running (stop it with `mlops stop`), or set MLOPS_{name.upper()}_PORT"
                 )
 
-    def start(self, pipeline: Callable[[], str]) -> None:
-        """Everything up, a model served; ``pipeline`` runs the training deployment and says how it ended."""
+    def start(self, pipeline: Callable[[dict[str, Any]], str]) -> None:
+        """Everything up, the models served; ``pipeline(parameters)`` runs the training deployment with
+        those parameters and says how it ended."""
         from flows.deploy import LocalService, ensure_running
 
         stop_leftovers(self.settings)
         self.check_ports()
         self.settings.state_path.mkdir(parents=True, exist_ok=True)
-        progress = Progress(total=5, out=self.out)
+        progress = Progress(total=6, out=self.out)
         mlflow, prefect = self.components["mlflow"], self.components["prefect"]
         with progress("MLflow tracking server and Prefect server"):
             self.supervisor.start("mlflow", mlflow)
@@ -310,15 +357,22 @@ class Stack:
             self.supervisor.start("worker", self.components["worker"])
             self.wait_worker()
         service = LocalService(self.settings)
-        if self.has_champion():
+        if self.has_champion(self.settings.model_name):
             with progress("serving the champion (state from an earlier start)"):
                 ensure_running(service)
         else:
             with progress(f"first model: a run of {PIPELINE_DEPLOYMENT} on the worker"):
-                self.out(f"  {pipeline()}")
+                self.out(f"  {pipeline({})}")
             if service.pid() is None:
                 raise StackError(
                     f"the first pipeline run served nothing; see {self.settings.state_path}/logs"
+                )
+        missing = [m for m in demo_models(self.settings) if not self.has_champion(m.model_name)]
+        names = ", ".join(m.model_name for m in missing) or "none missing"
+        with progress(f"the other demo models, served by the same service ({names})"):
+            for model in missing:  # one after the other: each run's deploy checks probe the one service
+                self.out(
+                    f"  {model.model_name}: {pipeline({**model.parameters, 'model_name': model.model_name})}"
                 )
         with progress("checking every URL answers"):
             for name, url in urls(self.settings).items():
@@ -344,11 +398,13 @@ class Stack:
         run_cli([_bin("prefect"), "--no-prompt", "deploy", "--all"], env, log, "prefect deploy --all")
         stamp.write_text(digest)
 
-    def has_champion(self) -> bool:
+    def has_champion(self, model_name: str) -> bool:
         from flows.gateway import gateway
         from models.registry import CHAMPION
 
-        return gateway(self.settings).alias(CHAMPION) is not None
+        return (
+            gateway(self.settings.model_copy(update={"model_name": model_name})).alias(CHAMPION) is not None
+        )
 
     def wait_worker(self) -> None:
         """Ready when the server has a heartbeat from this worker since it started."""
@@ -388,8 +444,11 @@ class Stack:
         self.supervisor.stop(self.out)
 
 
-def run_pipeline_deployment(out: Callable[[str], None], timeout_s: float = 600) -> str:
-    """A run of the training deployment on the worker, its stage log lines echoed as they arrive."""
+def run_pipeline_deployment(
+    out: Callable[[str], None], parameters: dict[str, Any] | None = None, timeout_s: float = 600
+) -> str:
+    """A run of the training deployment on the worker (``parameters`` over the deployment's own), its
+    stage log lines echoed as they arrive."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -398,7 +457,9 @@ def run_pipeline_deployment(out: Callable[[str], None], timeout_s: float = 600) 
     async def run() -> str:
         async with get_client() as client:
             deployment = await client.read_deployment_by_name(PIPELINE_DEPLOYMENT)
-            flow_run = await client.create_flow_run_from_deployment(deployment.id, tags=["mlops-stack"])
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment.id, parameters=parameters or {}, tags=["mlops-stack"]
+            )
             deadline, seen = time.monotonic() + timeout_s, 0
             while time.monotonic() < deadline:
                 logs = await client.read_logs(

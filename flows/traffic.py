@@ -96,14 +96,17 @@ def replay(
     labels_out: Path,
     batch: int = 1,
     api_key: str | None = None,
+    model_name: str | None = None,
 ) -> int:
-    """Send the rows (``batch`` per request) to ``/predict``; write the labels file; return requests sent."""
+    """Send the rows (``batch`` per request) to the model's ``/v2/models/{name}/predict`` (``/predict``, the
+    service's default model, without a name); write the labels file; return requests sent."""
+    path = f"/v2/models/{model_name}/predict" if model_name else "/predict"
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     truth: list[tuple[str, int, object]] = []
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         for start in range(0, len(planned), batch):
             chunk = planned.iloc[start : start + batch]
-            response = client.post("/predict", json={"records": records(chunk, spec)})
+            response = client.post(path, json={"records": records(chunk, spec)})
             response.raise_for_status()
             request_id = response.json()["request_id"]
             truth += [

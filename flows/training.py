@@ -292,13 +292,17 @@ def training_pipeline(
     deploy_checks: DeployChecks | None = None,
     registry_retries: int = 6,
     registry_retry_delay_s: float = 10.0,
+    model_name: str | None = None,
 ) -> PipelineResult:
     """Validate data, train a recipe, register, convert to ONNX, gate, promote and deploy.
 
     A registry that does not answer fails the first step clearly; it is retried ``registry_retries``
-    times, ``registry_retry_delay_s`` apart, before the run fails.
+    times, ``registry_retry_delay_s`` apart, before the run fails. ``model_name``: the registered model
+    (one per use case); unset, ``MLOPS_MODEL_NAME``.
     """
     settings = Settings()
+    if model_name:
+        settings = settings.model_copy(update={"model_name": model_name})
     config = gate_config or gate.GateConfig()
     spec = datasets.get_spec(dataset)
     check_parameters(spec, recipe, config)

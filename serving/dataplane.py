@@ -264,10 +264,12 @@ class DataPlane:
         )
 
     async def predict(
-        self, body: bytes, probe: bool, request_id: str | None = None
+        self, body: bytes, probe: bool, request_id: str | None = None, model: LoadedModel | None = None
     ) -> tuple[Answer, list[dict[str, Any]]]:
-        """Named-feature records, one model call for the whole request; the answer and its predictions."""
-        model = self.current()
+        """Named-feature records, one model call for the whole request; the answer and its predictions.
+
+        ``model``: the one a model's own route resolved (``served_model``); else the default champion."""
+        model = model or self.current()
         rows = records_of(parse_json(body))
         started = time.perf_counter()
         try:

@@ -46,7 +46,8 @@ from serving.protocol import BINARY_HEADER
 
 logger = logging.getLogger(__name__)
 
-INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# a model's own routes: OIP ``infer``, and ``predict`` (named-feature records, as the default's ``/predict``)
+MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/(infer|predict)")
 PREDICT_PATH = "/predict"
 ROWS_PATH = "/predict_rows"
 JSON_PATHS = frozenset({PREDICT_PATH, ROWS_PATH})  # besides the infer routes
@@ -151,15 +152,18 @@ def check_rows(plane: DataPlane, body: bytes) -> None:
 async def answer(
     plane: DataPlane, scope: Scope, receive: Receive, match: re.Match[str] | None, max_bytes: int
 ) -> responses.Response:
-    """The fast path's answer to ``/predict`` or an infer route (``match``: the path's match of
-    ``INFER_PATH``, made once by the caller, None for ``/predict``)."""
+    """The fast path's answer to ``/predict`` or a model's route (``match``: the path's match of
+    ``MODEL_PATH``, made once by the caller, None for ``/predict``)."""
     probe = header(scope, _PROBE_HEADER) == "1"
     if match is None:
         plane.current()  # not ready: 503 before the body is read
         body = await read_body(receive, max_bytes)
         return await responses.predict(plane, body, probe, client_request_id(scope))
-    name, version = match.group(1), match.group(2)
-    await plane.served_model(name, version)  # a wrong name or version: refused before the body is read
+    name, version, route = match.groups()
+    model = await plane.served_model(name, version)  # a wrong name or version: refused before the body
+    if route == "predict":
+        body = await read_body(receive, max_bytes)
+        return await responses.predict(plane, body, probe, client_request_id(scope), model)
     binary = header(scope, _BINARY_HEADER)
     body = await read_body(receive, max_bytes)
     return await responses.infer(plane, name, version, body, binary, probe, client_request_id(scope))
@@ -187,12 +191,12 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        match = INFER_PATH.fullmatch(path)
+        match = MODEL_PATH.fullmatch(path)
         if match is None and path not in JSON_PATHS:
             await self.app(scope, receive, send)
             return
         try:
-            self.admit(scope, match is not None)
+            self.admit(scope, match is not None and match.group(3) == "infer")
         except Refusal as refusal:
             await self.refuse(scope, send, refusal.status, str(refusal), refusal.headers)
             return

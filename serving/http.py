@@ -23,6 +23,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Inference routes: everything that runs the model. Metadata and health stay open for probes.
 PROTECTED_SUFFIXES = ("/infer",)
+MODEL_PREDICT = ("/predict",)  # a model's own /v2/models/{name}[/versions/{v}]/predict
 PROTECTED_PATHS = frozenset({"/predict", "/predict_rows"})
 
 
@@ -141,7 +142,11 @@ class BodyLimitMiddleware:
 
 
 def is_protected(path: str) -> bool:
-    return path in PROTECTED_PATHS or path.endswith(PROTECTED_SUFFIXES)
+    return path in PROTECTED_PATHS or path.endswith(PROTECTED_SUFFIXES) or _model_predict(path)
+
+
+def _model_predict(path: str) -> bool:
+    return path.startswith("/v2/models/") and path.endswith(MODEL_PREDICT)
 
 
 def route_of(path: str) -> str:
@@ -149,6 +154,8 @@ def route_of(path: str) -> str:
     same for its answers and its refusals; any other path as it is."""
     if path in PROTECTED_PATHS:
         return path.removeprefix("/")
+    if _model_predict(path):
+        return "predict"
     return "infer" if path.endswith(PROTECTED_SUFFIXES) else path
 
 

@@ -19,6 +19,7 @@ from serving.dataplane import (
     ModelNotReady,
     VersionConflict,
 )
+from serving.model import LoadedModel
 from serving.protocol import BINARY_HEADER, binary_output_tensor, output_tensor
 
 JSON = "application/json"
@@ -69,9 +70,16 @@ def infer_response(answer: dataplane.Inferred) -> Response:
     )
 
 
-async def predict(plane: DataPlane, body: bytes, probe: bool, request_id: str | None = None) -> Response:
-    """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
-    answer, predictions = await plane.predict(body, probe, request_id)
+async def predict(
+    plane: DataPlane,
+    body: bytes,
+    probe: bool,
+    request_id: str | None = None,
+    model: LoadedModel | None = None,
+) -> Response:
+    """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request (the
+    default champion's, or ``model``'s)."""
+    answer, predictions = await plane.predict(body, probe, request_id, model)
     ref = answer.model.ref
     payload = {
         "request_id": answer.request_id,

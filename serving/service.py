@@ -4,7 +4,9 @@ Routes (all JSON; errors are ``{"error": "<field>: <what was expected>"}`` with 
 
 * Open Inference Protocol v2: ``GET /v2``, ``GET /v2/health/live``, ``GET /v2/health/ready``,
   ``GET /v2/models/{name}[/versions/{version}]``, ``GET .../ready``, ``POST .../infer``.
-* ``POST /predict``: ``{"records": {...} | [{...}, ...]}``, named features, one call to the model per request.
+* ``POST /predict``: ``{"records": {...} | [{...}, ...]}``, named features, one call to the model per request;
+  ``POST /v2/models/{name}[/versions/{version}]/predict`` the same for any model served (``/predict``: the
+  first, the default one).
 * ``POST /predict_rows``: a BentoML batchable API for single-row traffic; concurrent requests are merged
   into one model call (adaptive batching) and each row's answer carries its provenance.
 * The same Open Inference Protocol over gRPC on ``grpc_port`` when it is set (``serving/grpc_server.py``).
@@ -125,7 +127,7 @@ PATCHES = bentoml_fixes.install()  # before BentoML builds the app from this mod
     name="mlops_model",
     traffic={"timeout": 30},
     logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/predict", "/infer$"]},
+    tracing={"excluded_urls": ["/predict", "/infer$"]},  # /predict matches the models' own too
 )
 @bentoml.asgi_app(api, path="/")
 class ModelService:
@@ -232,6 +234,27 @@ class ModelService:
         self.plane.current()  # not ready: 503 before the body is read
         body = await _body(request)
         return await responses.predict(self.plane, body, is_probe(request), client_request_id(request.scope))
+
+    @api.post("/v2/models/{name}/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=REFUSALS)
+    async def model_predict(self, name: str, request: Request) -> Response:
+        """As ``/predict``, answered by this model's champion."""
+        return await self._predict(request, name, None)
+
+    @api.post(
+        "/v2/models/{name}/versions/{version}/predict",
+        openapi_extra={"requestBody": PREDICT_BODY},
+        responses=REFUSALS,
+    )
+    async def version_predict(self, name: str, version: str, request: Request) -> Response:
+        """As ``/predict``, answered by this version of the model."""
+        return await self._predict(request, name, version)
+
+    async def _predict(self, request: Request, name: str, version: str | None) -> Response:
+        model = await self.plane.served_model(name, version)  # refused before the body is read
+        body = await _body(request)
+        return await responses.predict(
+            self.plane, body, is_probe(request), client_request_id(request.scope), model
+        )
 
     @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=10_000, route="/predict_rows")
     async def predict_rows(self, rows: Rows) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect.client.schemas.objects import FlowRun
 
 from flows import prefect_api
@@ -78,6 +79,21 @@ class RunningStack:
 
     def served(self) -> str:
         return served_version(self.settings.serve_url, self.settings.model_name)
+
+    def served_models(self, timeout_s: float = 30) -> set[str]:
+        """The models every worker serves (each worker finds a new model at its own poll)."""
+        deadline, seen = time.monotonic() + timeout_s, set[str]()
+        while time.monotonic() < deadline:
+            url = f"{self.settings.serve_url}/v2/repository/index"
+            answers = [  # a new connection each time: the answers come from both workers
+                {e["name"] for e in httpx.post(url, headers={"connection": "close"}, timeout=10).json()}
+                for _ in range(6)
+            ]
+            seen = set.intersection(*answers)
+            if all(a == answers[0] for a in answers):
+                return seen
+            time.sleep(0.5)
+        return seen
 
     def wait_served(self, version: str, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

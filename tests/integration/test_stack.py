@@ -16,6 +16,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from flows.deploy import served_version
+from flows.stack import DEMO_MODELS
 from flows.tracking import alias_version, connect
 from models.registry import CHAMPION
 from models.settings import Settings
@@ -59,6 +61,12 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
         for url in (stack.ui, stack_settings.mlflow_url, stack_settings.serve_url):
             assert url in text
         assert stack.served() == "1"
+        # the three demo datasets' models, each its own registered model, from the one service
+        assert "the other demo models, served by the same service" in text
+        models = {stack_settings.model_name, *(m.model_name for m in DEMO_MODELS)}
+        assert stack.served_models() == models
+        for model in DEMO_MODELS:
+            assert served_version(stack_settings.serve_url, model.model_name) == "1"
         assert httpx.get(f"{stack_settings.mlflow_url}/health", timeout=5).status_code == 200
         # MLflow's GenAI job runner and its Huey consumers stay off (2 GiB and two cores' worth at start)
         assert [p for p in processes_in(newcomer_clone) if "huey" in p or "_job_runner" in p] == []
@@ -67,7 +75,8 @@ def test_the_stack_from_first_start_to_promotion_in_the_ui(newcomer_clone: Path,
     with running_stack(newcomer_clone, tmp_path / "second.log") as stack:
         assert "serving the champion (state from an earlier start)" in stack.text()
         assert "first model" not in stack.text()
-        assert stack.served() == "1"
+        assert "served by the same service (none missing)" in stack.text()
+        assert stack.served() == "1" and stack.served_models() == models
         assert champion(stack_settings) == "1"
         # the server's scheduler has put the nightly runs of the cron deployment on the calendar
         scheduled = stack.scheduled_runs("training-pipeline")

@@ -151,10 +151,10 @@ def test_the_golden_check_waits_for_a_worker_still_loading_its_first_model() -> 
         return answer
 
     with fake_worker(loading_for(3)) as replica:
-        assert check_golden(replica, GOLDEN, "2", 1e-6, loading_s=10).passed
+        assert check_golden(replica, "m", GOLDEN, "2", 1e-6, loading_s=10).passed
         assert asked[-1] == 4
     with fake_worker(loading_for(10_000)) as replica:  # never loads: refused after the wait, as before
-        refused = check_golden(replica, GOLDEN, "2", 1e-6, loading_s=0.5)
+        refused = check_golden(replica, "m", GOLDEN, "2", 1e-6, loading_s=0.5)
         assert not refused.passed and refused.value == "HTTP 503"
 
 
@@ -172,8 +172,8 @@ def test_the_golden_check_asks_again_while_a_worker_still_serves_the_version_bef
         return answer
 
     with fake_worker(behind_for(2)) as replica:
-        assert check_golden(replica, GOLDEN, "2", 1e-6, loading_s=10).passed
+        assert check_golden(replica, "m", GOLDEN, "2", 1e-6, loading_s=10).passed
         assert asked[-1] == 3
     with fake_worker(behind_for(10_000)) as replica:  # never swaps: refused after the wait, naming it
-        refused = check_golden(replica, GOLDEN, "2", 1e-6, loading_s=0.5)
+        refused = check_golden(replica, "m", GOLDEN, "2", 1e-6, loading_s=0.5)
         assert not refused.passed and refused.value.startswith("v1,")

@@ -701,3 +701,36 @@ def test_the_repository_extension_tells_what_is_loaded_and_refuses_load_and_unlo
     missing = client.post(f"/v2/models/{name}/versions/999/infer", json=infer_body([record]))
     assert missing.status_code == 404 and "'999' of" in missing.json()["error"]
     assert "is not registered" in client.get(f"/v2/models/{name}/versions/999").json()["error"]
+
+
+def test_a_models_own_predict_route_answers_as_predict_on_the_fast_path_and_behind_it(
+    client: TestClient, champion: Registered, record: dict[str, Any]
+) -> None:
+    """``/v2/models/{name}[/versions/{v}]/predict``: named features for any model served, the same answer
+    as ``/predict`` (which answers for the default model), refused like the infer routes."""
+    from serving.http import is_protected, route_of
+
+    name, version = champion.settings.model_name, champion.version
+    reached: list[str] = []
+    fast = TestClient(FastPathMiddleware(teapot_app(reached), api_key="sesame"))
+    key = {"authorization": "Bearer sesame"}
+    default = client.post("/predict", json={"records": record}).json()
+    for path in (f"/v2/models/{name}/predict", f"/v2/models/{name}/versions/{version}/predict"):
+        for answered in (
+            fast.post(path, json={"records": record}, headers=key),
+            client.post(path, json={"records": record}),
+        ):
+            assert answered.status_code == 200, answered.text
+            body = answered.json()
+            assert body["model_name"] == name and body["model_version"] == version
+            assert body["predictions"] == default["predictions"]
+    assert fast.post(f"/v2/models/{name}/predict", json={"records": record}).status_code == 401
+    for app in (fast, client):
+        unknown = app.post("/v2/models/nope/predict", json={"records": record}, headers=key)
+        assert unknown.status_code == 404 and "not served here" in unknown.json()["error"]
+        assert unknown.headers["x-request-id"] == unknown.json()["request_id"]
+        missing = app.post(f"/v2/models/{name}/versions/999/predict", json={"records": record}, headers=key)
+        assert missing.status_code == 404 and "is not registered" in missing.json()["error"]
+    assert reached == []
+    assert is_protected(f"/v2/models/{name}/predict") and route_of(f"/v2/models/{name}/predict") == "predict"
+    assert not is_protected("/v2/models/predict-me") and route_of(f"/v2/models/{name}/infer") == "infer"
