@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: help protos setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch
+.PHONY: help protos setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch bench-memory
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .DEFAULT_GOAL := help
 
@@ -44,6 +44,9 @@ test: setup tools ## lint, type-check, layering contract and the whole suite (un
 SERVING_FLAGS ?=
 bench-serving: setup tools ## ours against KServe, MLServer, PyTriton, a hand-written server, nginx: one table
 	$(RUN) python -m benchmarks.serving $(SERVING_FLAGS)
+
+bench-memory: setup tools ## the serving tree's memory: per worker, per model, per version held (~3 min)
+	$(RUN) python -m benchmarks.memory
 
 bench-pipeline: setup ## pipeline wall time per stage
 	$(RUN) python -m benchmarks.pipeline

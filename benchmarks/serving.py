@@ -16,7 +16,8 @@ Before any server is timed its answers on the held-out rows are checked equal to
 on that file. Each Python server is started a second time with no bytecode to find (its cold start without
 bytecode). Prints Markdown tables: every server with ratios against FastAPI + joblib, ours against the best
 peer cell by cell and against onnxruntime in process, and the serving issue's targets as ratios of the same
-run; writes them to ``benchmarks/results/serving.md``.
+run, and the serving tree's memory per model and per version held (``benchmarks/memory.py``); writes them to
+``benchmarks/results/serving.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks import grpc_load, wrk
+from benchmarks import grpc_load, memory, wrk
 from benchmarks.report import publish
 from flows.processes import StartupError, free_port, supervised, wait_http
 
@@ -763,6 +764,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--only", help="measure only the servers whose name contains this")
     parser.add_argument("--soak-minutes", type=float, default=10, help="steady load on ours after (0: none)")
     parser.add_argument("--all-peers", action="store_true", help="the optional peers too (Ray Serve)")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="without the memory table (benchmarks.memory)"
+    )
     args = parser.parse_args(argv)
     if not wrk.available():
         raise SystemExit("wrk is not installed: make bench-serving installs it (apt-get install wrk)")
@@ -784,7 +788,12 @@ def main(argv: list[str] | None = None) -> str:
                 print(f"» {server.name} not measured: {exc}", flush=True)
                 failed.append((server, str(exc).splitlines()[0]))
         local = in_process(onnx_path, feeds, min(args.seconds, 10))
+        if not args.no_memory:  # the tree's memory per model and version, in a store of its own
+            print("» memory of the serving tree ...", flush=True)
+            memory_table = memory.run(min(args.seconds, 10), workdir / "memory")
     text = table([s for s in measured if all(s is not f for f, _ in failed)], local, args.seconds)
+    if not args.no_memory:
+        text += "\n" + memory_table
     if failed:
         text += "\nNot measured (each peer that failed, and why):\n\n" + "".join(
             f"- {server.name}: {reason}\n" for server, reason in failed
