@@ -6,6 +6,8 @@ from typing import Final
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+CANARY: Final = "canary"  # answers a share of requests (ModelTag.CANARY_PERCENT), by routing key
+SHADOW: Final = "shadow"  # gets a copy of a share of requests (ModelTag.SHADOW_PERCENT), never answers
 
 
 class Tag:
@@ -41,6 +43,13 @@ class Tag:
     @staticmethod
     def gate_check(name: str) -> str:
         return f"gate.check.{name}"
+
+
+class ModelTag:
+    """Tag keys on the registered model itself: what every worker and replica of the model applies."""
+
+    CANARY_PERCENT: Final = "traffic.canary_percent"  # 0-100, the share of requests the canary answers
+    SHADOW_PERCENT: Final = "traffic.shadow_percent"  # 0-100, the share of requests copied to the shadow
 
 
 GOLDEN_ARTIFACT: Final = "golden/golden.json"

@@ -76,6 +76,14 @@ def with_alias(tracking_uri: str, alias: str = CHAMPION) -> list[str]:
         raise _registry_error(f"models with @{alias}", exc) from exc
 
 
+def model_tags(tracking_uri: str, model_name: str) -> dict[str, str]:
+    """The tags on the registered model itself (the traffic shares among them)."""
+    try:
+        return registry.reader(tracking_uri).model_tags(model_name)
+    except RegistryReadError as exc:
+        raise _registry_error(f"{model_name} tags", exc) from exc
+
+
 def resolve_version(tracking_uri: str, model_name: str, version: str) -> tuple[ModelRef, dict[str, str]]:
     """``models:/<name>/<version>`` and its tags (the gate's verdict among them)."""
     try:

@@ -68,6 +68,7 @@ class Reader(Protocol):
     def model_location(self, model_id: str) -> str: ...
     def run_artifact_uri(self, run_id: str) -> str: ...
     def with_alias(self, alias: str) -> list[str]: ...
+    def model_tags(self, name: str) -> dict[str, str]: ...
 
 
 class SchemaUnknownError(RuntimeError):
@@ -129,6 +130,12 @@ class SqliteReader:
     def with_alias(self, alias: str) -> list[str]:
         sql = "SELECT DISTINCT name FROM registered_model_aliases WHERE alias = ? ORDER BY name"
         return [str(name) for (name,) in self._rows(sql, alias)]
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        if not self._rows("SELECT 1 FROM registered_models WHERE name = ?", name):
+            raise NotRegisteredError(f"Registered Model with name={name} not found")
+        sql = "SELECT key, value FROM registered_model_tags WHERE name = ?"
+        return {str(k): "" if v is None else str(v) for k, v in self._rows(sql, name)}
 
 
 def _credentials(userinfo: str) -> str | None:
@@ -227,6 +234,10 @@ class RestReader:
                 return sorted(names)
             params = {"max_results": "1000", "page_token": str(token)}
 
+    def model_tags(self, name: str) -> dict[str, str]:
+        found = self._get("registered-models/get", name=name)["registered_model"]
+        return {str(t["key"]): str(t.get("value", "")) for t in found.get("tags", [])}
+
 
 @dataclass(frozen=True)
 class MlflowReader:
@@ -280,6 +291,9 @@ class MlflowReader:
             if not token:
                 return sorted(names)
 
+    def model_tags(self, name: str) -> dict[str, str]:
+        return dict(self._call("get_registered_model", name).tags)
+
 
 def direct_reader(tracking_uri: str) -> Reader | None:
     """The MLflow-free reader for this store, or None where only the MLflow client can read it."""
@@ -321,6 +335,9 @@ class WithFallback:
 
     def with_alias(self, alias: str) -> list[str]:
         return self._read(lambda r: r.with_alias(alias))
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        return self._read(lambda r: r.model_tags(name))
 
 
 def reader(tracking_uri: str) -> Reader:

@@ -21,14 +21,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.registry import CHALLENGER, CHAMPION, Tag
+from models.registry import CANARY, CHALLENGER, CHAMPION, SHADOW, Tag
 from serving.follower import REGISTRY_CLIENT_ENV, Follower
 from serving.model import LoadedModel, ModelUnavailableError, NotRegisteredError, resolve_version, with_alias
 
 logger = logging.getLogger("mlops.serving")
 
-CANARY = "canary"
-SHADOW = "shadow"
 ROLES = (CHAMPION, CHALLENGER, CANARY, SHADOW)  # the aliases a worker loads, champion first
 PASSED = "passed"  # the gate's verdict that lets a version be served by path
 EVERY = "*"  # in the served names: also every registered model that has a champion, found at each poll

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from flows.processes import free_port
+from flows.stack import DEMO_MODELS
 from flows.tracking import PROJECT_ROOT
 from models.settings import Settings
 from tests.integration.stack import running_stack
@@ -76,10 +77,13 @@ def test_pipeline_runs_against_mlflow_and_prefect_on_postgresql(
         assert stack.served() == "1"
         assert "first model" in stack.text()
 
+        # the first model and the other demo datasets' models, each its own registered model at version 1
+        models = {settings.model_name, *(m.model_name for m in DEMO_MODELS)}
+        assert stack.served_models() == models
         versions = query(mlflow_db, "SELECT name, version, run_id FROM model_versions")
-        assert [(name, version) for name, version, _ in versions] == [(settings.model_name, 1)]
-        aliases = query(mlflow_db, "SELECT alias, version FROM registered_model_aliases")
-        assert ("champion", 1) in aliases
+        assert sorted((name, version) for name, version, _ in versions) == [(m, 1) for m in sorted(models)]
+        aliases = query(mlflow_db, "SELECT name, alias, version FROM registered_model_aliases")
+        assert {(m, "champion", 1) for m in models} <= set(aliases)
         runs = query(
             prefect_db,
             "SELECT d.name, r.state_type FROM flow_run r JOIN deployment d ON d.id = r.deployment_id",

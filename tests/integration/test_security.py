@@ -56,14 +56,17 @@ SECRETS = (API_KEY, PASSWORD)
 ADMIN_PATHS = [
     "/promote", "/rollback", "/deploy", "/aliases", "/admin", "/v2/models/{m}/promote",
     "/v2/models/{m}/aliases/champion", "/v2/models/{m}/versions/1/promote", "/v2/models/{m}/rollback",
-    "/v2/repository/index", "/v2/repository/models/{m}/load", "/v2/repository/models/{m}/unload",
     "/api/2.0/mlflow/registered-models/alias", "/models/{m}/champion",
 ]  # fmt: skip
+# The OIP repository extension's load and unload are served only to refuse: the registry's aliases decide.
+REFUSED_PATHS = ["/v2/repository/models/{m}/load", "/v2/repository/models/{m}/unload"]
 SERVED_PATHS = {
     "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
     "/v2/models/{name}/versions/{version}", "/v2/models/{name}/versions/{version}/ready",
     "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/predict",
-    "/predict_rows", "/healthz", "/livez", "/readyz", "/metrics",
+    "/v2/models/{name}/predict", "/v2/models/{name}/versions/{version}/predict", "/predict_rows",
+    "/healthz", "/livez", "/readyz", "/metrics",
+    "/v2/repository/index", "/v2/repository/models/{name}/{action}",  # read-only, and refusals
 }  # fmt: skip
 # BentoML's own documents and static files, and the catch-all that answers 404 under /v2
 INFRASTRUCTURE_PATHS = {
@@ -82,7 +85,6 @@ ADMIN_WORDS = (
     "alias",
     "champion",
     "deploy",
-    "repository",
     "admin",
     "registered-models",
 )
@@ -250,6 +252,12 @@ def test_no_admin_route_is_published_or_served(secured: Secured, tmp_path: Path)
             for method in ("POST", "PUT", "PATCH", "DELETE"):
                 response = client.request(method, path, json={"version": "1", "alias": "champion"})
                 assert response.status_code in (404, 405), (method, path, response.status_code)
+        index = client.post("/v2/repository/index").json()
+        for template in REFUSED_PATHS:
+            path = template.format(m=secured.settings.model_name)
+            response = client.post(path)
+            assert response.status_code == 403 and "refused" in response.json()["error"], response.text
+        assert client.post("/v2/repository/index").json() == index  # nothing loaded or unloaded
     served_routes = route_table(secured.settings, tmp_path / "state")
     served_paths = {route.split(" ", 1)[1] for route in served_routes}
     assert served_paths <= SERVED_PATHS | INFRASTRUCTURE_PATHS, served_paths - SERVED_PATHS
@@ -391,5 +399,6 @@ def test_the_service_reads_the_registry_over_rest_as_the_mlflow_client_does(secu
         assert store.model_location(model_id) == client.model_location(model_id)
         assert store.run_artifact_uri(aliased.run_id) == client.run_artifact_uri(aliased.run_id)
         assert store.with_alias(CHAMPION) == [name] and store.with_alias("challenger-x") == []
+        assert store.model_tags(name) == client.model_tags(name)
         with pytest.raises(RegistryReadError, match="alias challenger-x not found"):
             store.alias_version(name, "challenger-x")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.tracking import connect
 from models.registry import CHAMPION, Tag
 from serving.registry import (
     MlflowReader,
@@ -32,6 +33,7 @@ def answers(store: Reader, name: str, model_id: str, run_id: str) -> tuple[objec
         store.run_artifact_uri(run_id),
         store.with_alias(CHAMPION),
         store.with_alias("challenger-x"),
+        store.model_tags(name),
     )
 
 
@@ -41,13 +43,15 @@ def test_sqlite_reader_answers_as_the_mlflow_client(champion: Registered) -> Non
     direct = direct_reader(uri)
     assert isinstance(direct, SqliteReader)
     client = MlflowReader(uri)
+    connect(settings).set_registered_model_tag(settings.model_name, "reader.check", "on the model")
     aliased = client.aliased(settings.model_name, CHAMPION)
     model_id = aliased.tags[Tag.ONNX_URI].removeprefix("models:/")
     expected = answers(client, settings.model_name, model_id, champion.run_id)
     assert answers(direct, settings.model_name, model_id, champion.run_id) == expected
     assert expected[0] == champion.version and aliased.run_id == champion.run_id
     assert expected[2] == aliased  # a version read by its number is the one read by its alias
-    assert expected[5:] == ([settings.model_name], [])  # the models that have the alias
+    assert expected[5:7] == ([settings.model_name], [])  # the models that have the alias
+    assert client.model_tags(settings.model_name)["reader.check"] == "on the model"  # the model's own
 
 
 def test_missing_names_are_refused_the_same_way(champion: Registered) -> None:
@@ -60,6 +64,8 @@ def test_missing_names_are_refused_the_same_way(champion: Registered) -> None:
             store.alias_version(champion.settings.model_name, "challenger-x")
         with pytest.raises(NotRegisteredError, match="not found"):
             store.version(champion.settings.model_name, "999")
+        with pytest.raises(NotRegisteredError, match="name=nope not found"):
+            store.model_tags("nope")
 
 
 def test_a_missing_database_is_unavailable_and_not_created(tmp_path: Path) -> None:
