@@ -6,7 +6,9 @@ deploy checks), so both import it from here and neither imports the other.
 The log is a folder of segment files (``*.jsonl``), one JSON line per request. Record fields:
 ``request_id``, ``ts`` (epoch seconds), ``time`` (ISO 8601, UTC), ``model``, ``version``, ``run_id``,
 ``route``, ``rows``, ``latency_ms``, ``inputs`` (feature -> list of values, one per row), ``outputs``
-(output -> list, one per row) and ``probe`` (sent by a check, not a consumer). A refused request is a
+(output -> list, one per row), ``probe`` (sent by a check, not a consumer) and ``role``: ``canary`` (the
+canary answered it) or ``shadow`` (a copy the shadow ran, same ``request_id`` as the answered record, never
+answered); no ``role``: the champion, or a version asked for by path. A refused request is a
 record with ``status`` and ``error`` and no rows. ``read_records`` streams them back; ``iter_rows``
 flattens them into one dict per prediction row.
 

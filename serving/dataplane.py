@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
@@ -28,16 +30,24 @@ from typing import Any
 import orjson
 
 from models.features import ONNX_TO_DATATYPE, InputError
+from models.registry import CANARY, SHADOW
 from serving import metrics
 from serving.inference_log import InferenceLog, InferenceLogError
 from serving.model import LoadedModel
 from serving.protocol import parse_infer_request, split_body
-from serving.repository import Repository, VersionRefused
+from serving.repository import Repository, Served, VersionRefused
+
+logger = logging.getLogger("mlops.serving")
 
 SERVER_NAME = "mlops-path"
 # From this many rows a request's inputs are written out for the inference log while onnxruntime runs
 # (it releases the GIL): 1,000 rows x 30 features take 0.6 ms to encode against 2.3 ms of inference.
 OVERLAP_ROWS = 64
+# Copies for the shadow waiting to run; past this many a copy is dropped (counted), never queued at the
+# expense of the answered requests' memory or time.
+SHADOW_QUEUE = 64
+
+Feeds = dict[str, Any]
 
 
 class DataPlaneError(Exception):
@@ -138,6 +148,10 @@ class DataPlane:
         self.inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         # versions asked for by path load one at a time, off the event loop
         self.load_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="version-loader")
+        # the shadow's copies run here, after the request they copy has been answered
+        self.shadow_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._shadow_pending = 0
+        self._shadow_lock = threading.Lock()
 
     def bind(self) -> DataPlane:
         global _bound
@@ -147,6 +161,7 @@ class DataPlane:
     def close(self) -> None:
         self.repository.stop()
         self.load_thread.shutdown(wait=True, cancel_futures=True)
+        self.shadow_thread.shutdown(wait=True)
         self.inference_thread.shutdown(wait=True)
         self.log.close()
 
@@ -163,34 +178,33 @@ class DataPlane:
             "extensions": ["model_repository", "model_repository_metadata"],
         }
 
-    def current(self) -> LoadedModel:
-        """The champion of the first model served: what the named-feature routes answer with."""
-        model = self.repository.default.champion
-        if model is None:
-            raise ModelNotReady("model: not loaded yet; retry when /v2/health/ready says ready")
-        return model
+    def current(self, key: str | None = None) -> LoadedModel:
+        """What the named-feature routes answer with: the first model served, its champion (or its canary,
+        for ``key``'s place in the split)."""
+        return _answering(self.repository.default, key)
 
-    def model(self, name: str, version: str | None = None) -> LoadedModel:
-        """The model's champion, or the version asked for if this worker holds it (a dictionary read)."""
+    def model(self, name: str, version: str | None = None, key: str | None = None) -> LoadedModel:
+        """The version asked for if this worker holds it, else the one that answers the model's requests
+        with routing key ``key`` (the champion, or the canary for its share; no key: the champion). A
+        dictionary read."""
         served = self.repository.models.get(name)
         if served is None:
             expected = " or ".join(repr(n) for n in self.repository.names)
             raise ModelNotFound(f"model: {name!r} is not served here; expected {expected}")
         if version is None:
-            champion = served.champion
-            if champion is None:
-                raise ModelNotReady("model: not loaded yet; retry when /v2/health/ready says ready")
-            return champion
+            return _answering(served, key)
         model = self.repository.held(name, version)
         if model is None:
             loaded = ", ".join(served.versions()) or "none yet"
             raise ModelNotFound(f"version: {version!r} is not loaded; this server holds version(s) {loaded}")
         return model
 
-    async def served_model(self, name: str, version: str | None = None) -> LoadedModel:
+    async def served_model(
+        self, name: str, version: str | None = None, key: str | None = None
+    ) -> LoadedModel:
         """As ``model``, but a version not held yet is loaded if it is registered and passed its gate."""
         try:
-            return self.model(name, version)
+            return self.model(name, version, key)
         except ModelNotFound:
             if version is None or name not in self.repository.models:
                 raise
@@ -221,15 +235,17 @@ class DataPlane:
         binary_header: str | None,
         probe: bool,
         request_id: str | None = None,
+        key: str | None = None,
     ) -> Inferred:
-        """An OIP inference request (JSON, or JSON followed by binary tensors) for ``name``/``version``."""
-        model = await self.served_model(name, version)
+        """An OIP inference request (JSON, or JSON followed by binary tensors) for ``name``/``version``;
+        ``key``: its routing key (``serving/traffic.py``), None when it is not split."""
+        model = await self.served_model(name, version, key)
         started = time.perf_counter()
         try:
             head, binary = split_body(body, binary_header)
         except InputError as exc:
             raise InvalidInput(str(exc)) from None
-        return await self.infer_request(model, parse_json(head), binary, probe, request_id, started)
+        return await self.infer_request(model, parse_json(head), binary, probe, request_id, started, key)
 
     async def infer_request(
         self,
@@ -239,6 +255,7 @@ class DataPlane:
         probe: bool,
         request_id: str | None = None,
         started: float | None = None,
+        key: str | None = None,
     ) -> Inferred:
         """An infer request already read into the REST shape (the binary part apart), whatever carried it:
         one validation, one set of messages, one record for every transport."""
@@ -252,7 +269,16 @@ class DataPlane:
             raise InvalidInput(f"outputs: unknown {unknown}; expected some of {list(model.output_names)}")
         outputs, logged_inputs = await self._run(model, parsed.feeds, parsed.rows)
         request_id = request_id or uuid.uuid4().hex
-        logged = self._record(model, "infer", request_id, started, logged_inputs, outputs, parsed.rows, probe)
+        role = self._role(model, key)
+        logged = self._record(
+            model, "infer", request_id, started, logged_inputs, outputs, parsed.rows, probe, role
+        )
+
+        def feeds_for(shadow: LoadedModel) -> Feeds:
+            same = shadow.inputs == model.inputs
+            return parsed.feeds if same else parse_infer_request(request, shadow.inputs, binary).feeds
+
+        self._mirror(model, key, request_id, "infer", parsed.rows, feeds_for)
         return Inferred(
             model,
             request_id,
@@ -264,12 +290,18 @@ class DataPlane:
         )
 
     async def predict(
-        self, body: bytes, probe: bool, request_id: str | None = None, model: LoadedModel | None = None
+        self,
+        body: bytes,
+        probe: bool,
+        request_id: str | None = None,
+        model: LoadedModel | None = None,
+        key: str | None = None,
     ) -> tuple[Answer, list[dict[str, Any]]]:
         """Named-feature records, one model call for the whole request; the answer and its predictions.
 
-        ``model``: the one a model's own route resolved (``served_model``); else the default champion."""
-        model = model or self.current()
+        ``model``: the one a model's own route resolved (``served_model``); else the default model's, for
+        routing key ``key``."""
+        model = model or self.current(key)
         rows = records_of(parse_json(body))
         started = time.perf_counter()
         try:
@@ -278,7 +310,14 @@ class DataPlane:
             raise InvalidInput(str(exc)) from None
         outputs, logged_inputs = await self._run(model, feeds, len(rows))
         request_id = request_id or uuid.uuid4().hex
-        logged = self._record(model, "predict", request_id, started, logged_inputs, outputs, len(rows), probe)
+        role = self._role(model, key)
+        logged = self._record(
+            model, "predict", request_id, started, logged_inputs, outputs, len(rows), probe, role
+        )
+        self._mirror(
+            model, key, request_id, "predict", len(rows),
+            lambda shadow: feeds if shadow.inputs == model.inputs else shadow.feeds(rows),
+        )  # fmt: skip
         return Answer(model, request_id, logged, outputs), model.predictions(outputs)
 
     def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -320,6 +359,77 @@ class DataPlane:
             )
         return request_id
 
+    # --- traffic roles -----------------------------------------------------------------------------------
+
+    def _role(self, model: LoadedModel, key: str | None) -> str | None:
+        """``canary`` when the canary answered a split request; None for the champion or a pinned version."""
+        if key is None:
+            return None
+        served = self.repository.models.get(model.ref.name)
+        if served is None or served.followers[CANARY].current is not model or served.champion is model:
+            return None
+        return CANARY
+
+    def _mirror(
+        self,
+        answered: LoadedModel,
+        key: str | None,
+        request_id: str,
+        route: str,
+        rows: int,
+        feeds_for: Callable[[LoadedModel], Feeds],
+    ) -> None:
+        """A copy of an answered request for the shadow, if it is in the shadow's share; run in the
+        shadow's thread, never waited for, dropped (and counted) when that thread is behind."""
+        if key is None:
+            return
+        served = self.repository.models.get(answered.ref.name)
+        shadow = served.shadowing(key, answered) if served is not None else None
+        if shadow is None:
+            return
+        with self._shadow_lock:
+            if self._shadow_pending >= SHADOW_QUEUE:
+                metrics.shadow("dropped")
+                return
+            self._shadow_pending += 1
+        try:
+            self.shadow_thread.submit(self._shadow, shadow, request_id, route, rows, feeds_for)
+        except RuntimeError:  # shutting down
+            with self._shadow_lock:
+                self._shadow_pending -= 1
+
+    def _shadow(
+        self,
+        model: LoadedModel,
+        request_id: str,
+        route: str,
+        rows: int,
+        feeds_for: Callable[[LoadedModel], Feeds],
+    ) -> None:
+        """The shadow's run of a copy: its outputs (or its error) in the log as ``role`` shadow, under the
+        answered request's id."""
+        try:
+            started = time.perf_counter()
+            try:
+                feeds = feeds_for(model)
+                outputs = model.run(feeds)
+            except Exception as exc:  # noqa: BLE001 - the shadow's failure is evidence, never a crash
+                metrics.shadow("failed")
+                status = 400 if isinstance(exc, InputError) else 500
+                with contextlib.suppress(InferenceLogError):
+                    self.log.write_error(
+                        request_id=request_id, model=model.ref.name, version=model.ref.version, route=route,
+                        status=status, error=f"shadow: {type(exc).__name__}: {exc}", role=SHADOW,
+                    )  # fmt: skip
+                return
+            self._record(model, route, request_id, started, feeds, outputs, rows, role=SHADOW)
+            metrics.shadow("mirrored")
+        except Exception:  # the thread must outlive any surprise
+            logger.exception("shadow: the copy of request %s failed", request_id)
+        finally:
+            with self._shadow_lock:
+                self._shadow_pending -= 1
+
     # --- internals ---------------------------------------------------------------------------------------
 
     async def _run(self, model: LoadedModel, feeds: dict[str, Any], rows: int) -> tuple[list[Any], Any]:
@@ -340,6 +450,7 @@ class DataPlane:
         outputs: Any,
         rows: int,
         probe: bool = False,
+        role: str | None = None,
     ) -> bool:
         latency_ms = (time.perf_counter() - started) * 1000
         metrics.observe(route, model.ref.version, latency_ms / 1000)
@@ -355,6 +466,7 @@ class DataPlane:
                 outputs=dict(zip(model.output_names, outputs, strict=True)),
                 rows=rows,
                 probe=probe,
+                role=role,
             )
         except InferenceLogError:
             # Policy: the prediction is still served; the failure is counted (metric and header) so
@@ -362,6 +474,13 @@ class DataPlane:
             metrics.log_failure()
             return False
         return True
+
+
+def _answering(served: Served, key: str | None) -> LoadedModel:
+    model = served.champion if key is None else served.answering(key)
+    if model is None:
+        raise ModelNotReady("model: not loaded yet; retry when /v2/health/ready says ready")
+    return model
 
 
 _bound: DataPlane | None = None

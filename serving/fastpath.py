@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import Callable
 
 from models.features import InputError
@@ -43,6 +44,7 @@ from serving.http import (
     new_request_id,
 )
 from serving.protocol import BINARY_HEADER
+from serving.traffic import ROUTING_HEADER, routing_key
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ ROWS_PATH = "/predict_rows"
 JSON_PATHS = frozenset({PREDICT_PATH, ROWS_PATH})  # besides the infer routes
 _BINARY_HEADER = BINARY_HEADER.lower().encode()
 _PROBE_HEADER = responses.PROBE_HEADER.lower().encode()
+_ROUTING_HEADER = ROUTING_HEADER.encode()
 BODY_TIMEOUT_S = 30.0  # as BentoML's request timeout, which the fast path's requests no longer pass
 
 
@@ -155,18 +158,18 @@ async def answer(
     """The fast path's answer to ``/predict`` or a model's route (``match``: the path's match of
     ``MODEL_PATH``, made once by the caller, None for ``/predict``)."""
     probe = header(scope, _PROBE_HEADER) == "1"
-    if match is None:
-        plane.current()  # not ready: 503 before the body is read
-        body = await read_body(receive, max_bytes)
-        return await responses.predict(plane, body, probe, client_request_id(scope))
-    name, version, route = match.groups()
-    model = await plane.served_model(name, version)  # a wrong name or version: refused before the body
-    if route == "predict":
-        body = await read_body(receive, max_bytes)
-        return await responses.predict(plane, body, probe, client_request_id(scope), model)
-    binary = header(scope, _BINARY_HEADER)
+    request_id = client_request_id(scope) or uuid.uuid4().hex  # made now: it may be the routing key
+    name, version, route = match.groups() if match is not None else (None, None, "predict")
+    key = routing_key(header(scope, _ROUTING_HEADER), request_id, version, probe)
+    if name is None:
+        model = plane.current(key)  # not ready: 503 before the body is read
+    else:  # a wrong name or version: refused before the body
+        model = await plane.served_model(name, version, key)
     body = await read_body(receive, max_bytes)
-    return await responses.infer(plane, name, version, body, binary, probe, client_request_id(scope))
+    if route == "predict":
+        return await responses.predict(plane, body, probe, request_id, model, key)
+    binary = header(scope, _BINARY_HEADER)
+    return await responses.infer(plane, model.ref.name, version, body, binary, probe, request_id, key)
 
 
 class FastPathMiddleware:

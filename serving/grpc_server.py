@@ -40,6 +40,7 @@ from serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving.http import REQUEST_ID, authorization_problem, expected_authorization
 from serving.protocol import WIRE_DTYPES, binary_output_tensor
+from serving.traffic import ROUTING_HEADER, routing_key
 
 # The typed field of ``InferTensorContents`` that carries each datatype (FP16 travels only raw).
 CONTENTS = {
@@ -226,13 +227,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         metadata = metadata_of(context)
         client_id = client_request_id(metadata)
+        request_id = client_id or uuid.uuid4().hex  # made now: it may be the routing key
+        probe, version = metadata.get(PROBE_HEADER) == "1", request.model_version or None
+        key = routing_key(metadata.get(ROUTING_HEADER), request_id, version, probe)
         try:
             self._authorize(metadata)
-            model = await self.plane.served_model(request.model_name, request.model_version or None)
+            model = await self.plane.served_model(request.model_name, version, key)
             body, binary = request_body(request)
-            answer = await self.plane.infer_request(
-                model, body, binary, metadata.get(PROBE_HEADER) == "1", client_id, started
-            )
+            answer = await self.plane.infer_request(model, body, binary, probe, request_id, started, key)
         except Refused as exc:
             await self._refuse(context, exc.code, str(exc), client_id)
         except DataPlaneError as exc:

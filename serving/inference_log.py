@@ -102,6 +102,7 @@ class InferenceLog:
         outputs: Mapping[str, Any],
         rows: int,
         probe: bool = False,
+        role: str | None = None,
     ) -> None:
         record = {
             **_stamp(request_id, model, version, route),
@@ -115,15 +116,31 @@ class InferenceLog:
         }
         if probe:  # the deploy checks' own requests: logged like any, left out of the monitor's window
             record["probe"] = True
+        if role is not None:  # answered by the canary, or run by the shadow (never answered)
+            record["role"] = role
         self._append(record)
 
     def write_error(
-        self, *, request_id: str, model: str, version: str, route: str, status: int, error: str
+        self,
+        *,
+        request_id: str,
+        model: str,
+        version: str,
+        route: str,
+        status: int,
+        error: str,
+        role: str | None = None,
     ) -> None:
         """A refused request: no prediction, but it counts in the error rate the monitor reports."""
-        self._append(
-            {**_stamp(request_id, model, version, route), "rows": 0, "status": status, "error": error[:500]}
-        )
+        record = {
+            **_stamp(request_id, model, version, route),
+            "rows": 0,
+            "status": status,
+            "error": error[:500],
+        }
+        if role is not None:
+            record["role"] = role
+        self._append(record)
 
     def _append(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record, option=_DUMP_OPTIONS)

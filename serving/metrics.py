@@ -16,6 +16,7 @@ class _Metrics:
     alias_events: Counter
     log_failures: Counter
     patches: Gauge
+    shadow: Counter
 
 
 @functools.cache
@@ -42,6 +43,12 @@ def _metrics() -> _Metrics:
             ["patch"],
             multiprocess_mode="livemin",  # 0 as soon as one live worker runs without it
         ),
+        shadow=Counter(
+            "mlops_shadow_requests",
+            "Copies of answered requests for the shadow: mirrored (run and logged), failed (its error "
+            "logged), dropped (the shadow's queue was full: never at the answered requests' expense).",
+            ["outcome"],
+        ),
     )
 
 
@@ -59,3 +66,7 @@ def log_failure() -> None:
 
 def patch_applied(patch: str, applied: bool) -> None:
     _metrics().patches.labels(patch=patch).set(1 if applied else 0)
+
+
+def shadow(outcome: str) -> None:
+    _metrics().shadow.labels(outcome=outcome).inc()

@@ -3,11 +3,14 @@ and versions asked for by path (the shape of Triton's and MLServer's model repos
 
 Each served model follows ``champion`` (required: the worker is ready when every model's champion is
 loaded) and, when they exist, ``challenger``, ``canary`` and ``shadow``: one ``Follower`` per alias, all
-checked by one thread. A version asked for by path (``/v2/models/{name}/versions/{v}``) that no alias holds
-is loaded on first use if it is registered and passed its gate, self-tested like any other, and kept among
-the pinned versions under a memory budget (the size of their ONNX files; the least recently used is let go
-first; a version an alias holds is never let go for the budget). Every lookup is a dictionary read: a
-request never waits on the registry unless it asks for a version not loaded yet.
+checked by one thread, which also reads the registered model's traffic split (``serving/traffic.py``): the
+share of requests the canary answers and the share copied to the shadow.
+
+A version asked for by path (``/v2/models/{name}/versions/{v}``) that no alias holds is loaded on first use
+if it is registered and passed its gate, self-tested like any other, and kept among the pinned versions
+under a memory budget (the size of their ONNX files; the least recently used is let go first; a version an
+alias holds is never let go for the budget). Every lookup is a dictionary read: a request never waits on the
+registry unless it asks for a version not loaded yet.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from pathlib import Path
 
 from models.registry import CANARY, CHALLENGER, CHAMPION, SHADOW, Tag
 from serving.follower import REGISTRY_CLIENT_ENV, Follower
-from serving.model import LoadedModel, ModelUnavailableError, NotRegisteredError, resolve_version, with_alias
+from serving.model import (
+    LoadedModel,
+    ModelUnavailableError,
+    NotRegisteredError,
+    model_tags,
+    resolve_version,
+    with_alias,
+)
+from serving.traffic import NONE, Shares
 
 logger = logging.getLogger("mlops.serving")
 
@@ -58,10 +69,30 @@ class Served:
     name: str
     followers: dict[str, Follower]
     pinned: OrderedDict[str, LoadedModel] = field(default_factory=OrderedDict)
+    shares: Shares = NONE  # the registered model's split, read at each poll
 
     @property
     def champion(self) -> LoadedModel | None:
         return self.followers[CHAMPION].current
+
+    def answering(self, key: str) -> LoadedModel | None:
+        """The version that answers a request with routing key ``key``: the canary for its share of keys
+        (while it is loaded), else the champion."""
+        if self.shares.canary > 0.0:
+            canary = self.followers[CANARY].current
+            if canary is not None and self.shares.to_canary(key):
+                return canary
+        return self.champion
+
+    def shadowing(self, key: str, answered: LoadedModel) -> LoadedModel | None:
+        """The version a copy of the request goes to, if any: the shadow, for its share of keys, unless it
+        is the version that answered."""
+        if self.shares.shadow <= 0.0:
+            return None
+        shadow = self.followers[SHADOW].current
+        if shadow is None or shadow.ref.version == answered.ref.version or not self.shares.to_shadow(key):
+            return None
+        return shadow
 
     def by_alias(self) -> dict[str, LoadedModel]:
         return {alias: f.current for alias, f in self.followers.items() if f.current is not None}
@@ -149,7 +180,24 @@ class Repository:
         found = self._discover() if self.discover else False
         ordered = sorted(self.followers(), key=lambda f: f.alias != CHAMPION)
         changed = [f.check() for f in ordered]
-        return found or any(changed)
+        split = [self._read_shares(served) for served in self.models.values()]
+        return found or any(changed) or any(split)
+
+    def _read_shares(self, served: Served) -> bool:
+        """The model's split from its tags; kept as it was while the registry cannot answer."""
+        try:
+            shares = Shares.from_tags(model_tags(self.tracking_uri, served.name))
+        except ModelUnavailableError as exc:
+            logger.warning("repository: cannot read the traffic split of %s: %s", served.name, exc)
+            return False
+        if shares == served.shares:
+            return False
+        served.shares = shares
+        self.on_event("shares", f"{served.name} canary={shares.canary:g}% shadow={shares.shadow:g}%")
+        logger.info(
+            "repository: %s split canary %g%%, shadow %g%%", served.name, shares.canary, shares.shadow
+        )
+        return True
 
     def _discover(self) -> bool:
         """Serve every registered model that has a champion now (a model once served stays served)."""

@@ -76,10 +76,11 @@ async def predict(
     probe: bool,
     request_id: str | None = None,
     model: LoadedModel | None = None,
+    key: str | None = None,
 ) -> Response:
     """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request (the
-    default champion's, or ``model``'s)."""
-    answer, predictions = await plane.predict(body, probe, request_id, model)
+    default model's, for routing key ``key``, or ``model``'s)."""
+    answer, predictions = await plane.predict(body, probe, request_id, model, key)
     ref = answer.model.ref
     payload = {
         "request_id": answer.request_id,
@@ -100,5 +101,6 @@ async def infer(
     binary_header: str | None,
     probe: bool,
     request_id: str | None = None,
+    key: str | None = None,
 ) -> Response:
-    return infer_response(await plane.infer(name, version, body, binary_header, probe, request_id))
+    return infer_response(await plane.infer(name, version, body, binary_header, probe, request_id, key))

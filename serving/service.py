@@ -55,6 +55,7 @@ from serving.inference_log import InferenceLog
 from serving.openapi import INFER_BODY, PREDICT_BODY, REFUSALS
 from serving.protocol import BINARY_HEADER
 from serving.repository import Repository
+from serving.traffic import ROUTING_HEADER, routing_key
 
 __all__ = ["OVERLAP_ROWS", "ModelService", "api"]
 
@@ -89,6 +90,15 @@ def record_refusal(path: str, status: int, message: str, client_id: str | None =
 
 def is_probe(request: Request) -> bool:
     return request.headers.get(PROBE_HEADER) == "1"
+
+
+def _routing(request: Request, version: str | None) -> tuple[str, str | None]:
+    """The request's id (made now when the client sent none: it may be the routing key) and its routing
+    key, as the fast path's."""
+    request_id = client_request_id(request.scope) or uuid.uuid4().hex
+    return request_id, routing_key(
+        request.headers.get(ROUTING_HEADER), request_id, version, is_probe(request)
+    )
 
 
 async def _body(request: Request) -> bytes:
@@ -220,10 +230,11 @@ class ModelService:
         return await self._infer(request, name, version)
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
-        await self.plane.served_model(name, version)  # a wrong name or version: refused before the body
+        request_id, key = _routing(request, version)
+        await self.plane.served_model(name, version, key)  # a wrong name or version: refused before the body
         body, binary = await _body(request), request.headers.get(BINARY_HEADER)
         return await responses.infer(
-            self.plane, name, version, body, binary, is_probe(request), client_request_id(request.scope)
+            self.plane, name, version, body, binary, is_probe(request), request_id, key
         )
 
     # --- named-feature records -----------------------------------------------------------------------
@@ -231,9 +242,10 @@ class ModelService:
     @api.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=REFUSALS)
     async def predict(self, request: Request) -> Response:
         """``{"records": {...}}`` or ``{"records": [{...}, ...]}``: one model call for the whole request."""
-        self.plane.current()  # not ready: 503 before the body is read
+        request_id, key = _routing(request, None)
+        model = self.plane.current(key)  # not ready: 503 before the body is read
         body = await _body(request)
-        return await responses.predict(self.plane, body, is_probe(request), client_request_id(request.scope))
+        return await responses.predict(self.plane, body, is_probe(request), request_id, model, key)
 
     @api.post("/v2/models/{name}/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=REFUSALS)
     async def model_predict(self, name: str, request: Request) -> Response:
@@ -250,11 +262,10 @@ class ModelService:
         return await self._predict(request, name, version)
 
     async def _predict(self, request: Request, name: str, version: str | None) -> Response:
-        model = await self.plane.served_model(name, version)  # refused before the body is read
+        request_id, key = _routing(request, version)
+        model = await self.plane.served_model(name, version, key)  # refused before the body is read
         body = await _body(request)
-        return await responses.predict(
-            self.plane, body, is_probe(request), client_request_id(request.scope), model
-        )
+        return await responses.predict(self.plane, body, is_probe(request), request_id, model, key)
 
     @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=10_000, route="/predict_rows")
     async def predict_rows(self, rows: Rows) -> list[dict[str, Any]]:
