@@ -160,6 +160,7 @@ def _stop(settings: Settings) -> int:
 
 
 def _status(settings: Settings, replica_urls: list[str]) -> int:
+    from flows import split
     from flows.deploy import LocalService, served_version
     from flows.gateway import gateway
     from flows.rollout import recent
@@ -182,8 +183,39 @@ def _status(settings: Settings, replica_urls: list[str]) -> int:
             )
         except Exception as exc:  # noqa: BLE001 - status reports whatever it finds
             print(f"replica     {url} not answering ({type(exc).__name__})")
+    try:
+        for line in split.current(registry).lines():
+            print(line)
+    except Exception as exc:  # noqa: BLE001 - status reports whatever it finds
+        print(f"split       not readable ({type(exc).__name__})")
     for entry in recent(registry.client, settings, limit=5):
         print(f"deployment  {entry.get('finished_at', '?')}  {entry.get('summary', '')}")
+    return 0
+
+
+def _split(settings: Settings, args: argparse.Namespace) -> int:
+    from flows import split
+    from flows.gateway import gateway
+
+    versions = {
+        role: v for role, v in (("canary", args.canary_version), ("shadow", args.shadow_version)) if v
+    }
+    shares = {role: p for role, p in (("canary", args.canary), ("shadow", args.shadow)) if p is not None}
+    registry = gateway(settings)
+    if not (versions or shares or args.clear):
+        lines = split.current(registry).lines()
+    else:
+        try:
+            done = split.set_split(
+                registry, by=args.by, reason=args.reason, versions=versions, shares=shares, clear=args.clear
+            )
+        except split.SplitRefusedError as exc:
+            print(f"» split: {exc}", file=sys.stderr)
+            return 2
+        lines = [*done.lines(), "every worker applies it at its next alias poll (MLOPS_SWAP_POLL_S)"]
+    print(f"model       {settings.model_name}")
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -374,6 +406,16 @@ def parser() -> argparse.ArgumentParser:
     batch_score.add_argument("--version", help="a version number instead of the alias")
     batch_score.add_argument("--on-skew", choices=["warn", "fail"], default="warn")
     batch_score.add_argument("--chunk-rows", type=int, help="default: MLOPS_BATCH_CHUNK_ROWS")
+    split = commands.add_parser(
+        "split", help="the canary's and the shadow's versions and shares of traffic (no option: show them)"
+    )
+    split.add_argument("--canary-version", help="the version that answers a share of requests")
+    split.add_argument("--canary", type=float, help="percent of requests the canary answers, 0-100")
+    split.add_argument("--shadow-version", help="the version that gets copies of requests, never answering")
+    split.add_argument("--shadow", type=float, help="percent of requests copied to the shadow, 0-100")
+    split.add_argument("--clear", action="store_true", help="both shares to 0, then both roles' aliases go")
+    split.add_argument("--by", default=os.environ.get("USER", "cli"), help="who sets it (recorded)")
+    split.add_argument("--reason", default="set from the command line", help="why (recorded)")
     commands.add_parser("stop", help="stop the local serving process")
     status = commands.add_parser("status", help="aliases, what each replica serves, the last deployments")
     status.add_argument("--replica", action="append", default=[], help="replica URL, repeatable")
@@ -431,6 +473,8 @@ def dispatch(settings: Settings, args: argparse.Namespace, prefect: TemporarySer
         return _batch_score(settings, args)
     if args.command == "stop":
         return _stop(settings)
+    if args.command == "split":
+        return _split(settings, args)
     return _status(settings, args.replica)
 
 

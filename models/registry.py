@@ -50,6 +50,7 @@ class ModelTag:
 
     CANARY_PERCENT: Final = "traffic.canary_percent"  # 0-100, the share of requests the canary answers
     SHADOW_PERCENT: Final = "traffic.shadow_percent"  # 0-100, the share of requests copied to the shadow
+    TRAFFIC_CHANGED: Final = "traffic.changed"  # when, by whom and why the split was last set
 
 
 GOLDEN_ARTIFACT: Final = "golden/golden.json"

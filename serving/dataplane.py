@@ -238,7 +238,7 @@ class DataPlane:
         key: str | None = None,
     ) -> Inferred:
         """An OIP inference request (JSON, or JSON followed by binary tensors) for ``name``/``version``;
-        ``key``: its routing key (``serving/traffic.py``), None when it is not split."""
+        ``key``: its routing key (``models/traffic.py``), None when it is not split."""
         model = await self.served_model(name, version, key)
         started = time.perf_counter()
         try:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from models.features import InputError
 from models.settings import Settings
+from models.traffic import ROUTING_HEADER, routing_key
 from serving import dataplane, http, responses
 from serving.dataplane import DataPlane, DataPlaneError, InvalidInput, ModelNotReady
 from serving.http import (
@@ -44,7 +45,6 @@ from serving.http import (
     new_request_id,
 )
 from serving.protocol import BINARY_HEADER
-from serving.traffic import ROUTING_HEADER, routing_key
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from models.inference_records import PROBE_HEADER
 from models.settings import Settings
+from models.traffic import ROUTING_HEADER, routing_key
 from serving.dataplane import (
     DataPlane,
     DataPlaneError,
@@ -40,7 +41,6 @@ from serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving.http import REQUEST_ID, authorization_problem, expected_authorization
 from serving.protocol import WIRE_DTYPES, binary_output_tensor
-from serving.traffic import ROUTING_HEADER, routing_key
 
 # The typed field of ``InferTensorContents`` that carries each datatype (FP16 travels only raw).
 CONTENTS = {

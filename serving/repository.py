@@ -3,7 +3,7 @@ and versions asked for by path (the shape of Triton's and MLServer's model repos
 
 Each served model follows ``champion`` (required: the worker is ready when every model's champion is
 loaded) and, when they exist, ``challenger``, ``canary`` and ``shadow``: one ``Follower`` per alias, all
-checked by one thread, which also reads the registered model's traffic split (``serving/traffic.py``): the
+checked by one thread, which also reads the registered model's traffic split (``models/traffic.py``): the
 share of requests the canary answers and the share copied to the shadow.
 
 A version asked for by path (``/v2/models/{name}/versions/{v}``) that no alias holds is loaded on first use
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.registry import CANARY, CHALLENGER, CHAMPION, SHADOW, Tag
+from models.traffic import NONE, Shares
 from serving.follower import REGISTRY_CLIENT_ENV, Follower
 from serving.model import (
     LoadedModel,
@@ -34,7 +35,6 @@ from serving.model import (
     resolve_version,
     with_alias,
 )
-from serving.traffic import NONE, Shares
 
 logger = logging.getLogger("mlops.serving")
 

@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from models.inference_records import PROBE_HEADER
 from models.settings import Settings
+from models.traffic import ROUTING_HEADER, routing_key
 from serving import bentoml_fixes, dataplane, metrics, responses
 from serving.dataplane import (
     OVERLAP_ROWS,
@@ -55,7 +56,6 @@ from serving.inference_log import InferenceLog
 from serving.openapi import INFER_BODY, PREDICT_BODY, REFUSALS
 from serving.protocol import BINARY_HEADER
 from serving.repository import Repository
-from serving.traffic import ROUTING_HEADER, routing_key
 
 __all__ = ["OVERLAP_ROWS", "ModelService", "api"]
 

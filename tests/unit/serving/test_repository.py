@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from flows.faults import register_broken_version
@@ -14,7 +15,8 @@ from flows.gate import GateConfig
 from flows.tracking import connect
 from models import datasets
 from models.inference_records import read_records
-from models.registry import CHALLENGER
+from models.registry import CANARY, CHALLENGER, SHADOW, ModelTag
+from models.traffic import Shares, takes
 from serving.dataplane import DataPlane, ModelNotFound, VersionConflict
 from serving.inference_log import InferenceLog
 from serving.repository import Repository, VersionRefused, onnx_mib
@@ -255,3 +257,62 @@ def test_a_refused_version_is_answered_from_memory_and_a_non_number_without_a_re
     with pytest.raises(VersionRefused):
         repo.load_version(name, "998")
     assert reads == ["998", "998"]  # once its time is up, the registry is asked again
+
+
+def test_the_canary_answers_its_share_by_key_and_the_shadow_gets_copies_it_never_answers(
+    store: Store, split: datasets.Split, tmp_path: Path
+) -> None:
+    from tests.unit.serving.test_dataplane import infer_body
+
+    settings = store.first.settings
+    name, champion = settings.model_name, store.first.version
+    canary, shadow = store.passed
+    client = connect(settings)
+    client.set_registered_model_alias(name, CANARY, canary)
+    client.set_registered_model_alias(name, SHADOW, shadow)
+    client.set_registered_model_tag(name, ModelTag.CANARY_PERCENT, "50")
+    client.set_registered_model_tag(name, ModelTag.SHADOW_PERCENT, "100")
+    repo, events = repository(store, tmp_path)
+    plane = DataPlane(repo, InferenceLog(tmp_path / "log", worker="test"))
+    body = infer_body(datasets.records(split.holdout.head(3), SPEC))
+    predict_body = orjson.dumps({"records": datasets.records(split.holdout.head(2), SPEC)})
+    keys = [f"consumer-{i}" for i in range(40)]
+    try:
+        repo.check()
+        assert repo.models[name].shares == Shares(50.0, 100.0)
+        assert ("shares", f"{name} canary=50% shadow=100%") in events
+
+        def infer(key: str | None, request_id: str) -> str:
+            answer = asyncio.run(plane.infer(name, None, body, None, False, request_id, key))
+            return answer.model.ref.version
+
+        answered = {key: infer(key, f"{key}-a") for key in keys}
+        expected = {key: canary if takes(50.0, key, CANARY) else champion for key in keys}
+        assert answered == expected and set(answered.values()) == {champion, canary}
+        assert all(infer(key, f"{key}-b") == answered[key] for key in keys)  # one consumer, one version
+        predicted = asyncio.run(plane.predict(predict_body, False, "p-1", key=keys[0]))[0]
+        assert predicted.model.ref.version == answered[keys[0]]
+        assert infer(None, "unsplit") == champion  # a probe, or a version by path: not split
+        assert asyncio.run(plane.infer(name, shadow, body, None, False, "pinned")).model.ref.version == shadow
+
+        client.set_registered_model_tag(name, ModelTag.CANARY_PERCENT, "0")  # a change of share: one poll
+        assert repo.check() and repo.models[name].shares == Shares(0.0, 100.0)
+        assert {infer(key, f"{key}-c") for key in keys} == {champion}
+    finally:
+        plane.close()  # waits for the shadow's copies
+        for alias in (CANARY, SHADOW):
+            client.delete_registered_model_alias(name, alias)
+        for tag in (ModelTag.CANARY_PERCENT, ModelTag.SHADOW_PERCENT):
+            client.delete_registered_model_tag(name, tag)
+
+    records = list(read_records(tmp_path / "log"))
+    copies = [r for r in records if r.get("role") == SHADOW]
+    answers = [r for r in records if r.get("role") != SHADOW]
+    # every split request answered once, and copied once to the shadow under the same request id
+    split_ids = {r["request_id"] for r in answers} - {"unsplit", "pinned"}
+    assert sorted(r["request_id"] for r in copies) == sorted(split_ids)
+    assert {(r["version"], r["route"]) for r in copies} == {(shadow, "infer"), (shadow, "predict")}
+    assert all(len(r["outputs"]["probabilities"]) == r["rows"] for r in copies)
+    assert shadow not in {r["version"] for r in answers if r["request_id"] != "pinned"}
+    roles = {(r["version"], r.get("role")) for r in answers}
+    assert roles == {(champion, None), (canary, CANARY), (shadow, None)}  # the pinned one has no role
