@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: help protos setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch bench-memory
+.PHONY: help protos setup tools demo stack test stop status lint format clean bench-serving bench-pipeline bench-rollout bench-faults bench-soak bench-coldstart bench-batch bench-memory bench-traffic
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .DEFAULT_GOAL := help
 
@@ -53,6 +53,9 @@ bench-pipeline: setup ## pipeline wall time per stage
 
 bench-rollout: setup ## a release and a rollback under load: failed requests, swap windows
 	$(RUN) python -m benchmarks.rollout
+
+bench-traffic: setup ## the canary's share and the shadow's latency cost under steady load (~3 min)
+	$(RUN) python -m benchmarks.traffic
 
 # Every fault under steady load, registry down for a full minute (~6 min).
 bench-faults: setup ## every fault under steady load, registry down for a full minute (~6 min)
