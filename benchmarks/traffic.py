@@ -201,7 +201,7 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "traffic.md")
-    parser.add_argument("--rate", type=float, default=150.0, help="requests per second, open loop")
+    parser.add_argument("--rate", type=float, default=500.0, help="requests per second, open loop")
     parser.add_argument("--phase-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the measurements as JSON here")
     args = parser.parse_args(argv)

@@ -14,6 +14,23 @@ from models.registry import CHALLENGER, Tag
 from models.runtime import LatencyReport
 
 
+class LiveThresholds(BaseModel):
+    """What a challenger must show in each release window (``GateConfig.live``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_requests: int = Field(default=20, ge=1, description="Requests the challenger must take per window.")
+    max_error_rate_increase: float = Field(default=0.01, ge=0, description="Over the champion's error rate.")
+    max_p99_ratio: float = Field(default=2.0, ge=1, description="Challenger p99 / champion p99, at most.")
+    p99_slack_ms: float = Field(default=5.0, ge=0, description="Added to the p99 budget (sub-ms noise).")
+    min_agreement: float = Field(default=0.9, ge=0, le=1, description="Share of rows agreeing (shadow).")
+    max_probability_distance: float = Field(default=0.1, ge=0, description="Mean |p - p'| (shadow).")
+    regression_tolerance: float = Field(
+        default=0.1, ge=0, description="Relative difference under which two regression outputs agree."
+    )
+    max_prediction_psi: float = Field(default=0.25, ge=0, description="PSI of the predictions' distribution.")
+
+
 class GateConfig(BaseModel):
     """Per-deployment thresholds (flow parameters; defaults in prefect.yaml)."""
 
@@ -35,6 +52,9 @@ class GateConfig(BaseModel):
         default=5.0, gt=0, description="onnxruntime p99, one row, one thread (CPU time)."
     )
     max_model_bytes: int = Field(default=50_000_000, gt=0, description="ONNX model file size limit.")
+    live: LiveThresholds = Field(
+        default_factory=LiveThresholds, description="What a release's challenger must show on live traffic."
+    )
 
     def problems_for(self, task: Task) -> list[str]:
         """Names of configured metrics the task does not produce (checked when the flow starts)."""

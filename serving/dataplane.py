@@ -148,6 +148,8 @@ class DataPlane:
         self.inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         # versions asked for by path load one at a time, off the event loop
         self.load_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="version-loader")
+        # a canary's calls: a slow version under trial queues only its own requests
+        self.canary_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canary")
         # the shadow's copies run here, after the request they copy has been answered
         self.shadow_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._shadow_pending = 0
@@ -162,6 +164,7 @@ class DataPlane:
         self.repository.stop()
         self.load_thread.shutdown(wait=True, cancel_futures=True)
         self.shadow_thread.shutdown(wait=True)
+        self.canary_thread.shutdown(wait=True)
         self.inference_thread.shutdown(wait=True)
         self.log.close()
 
@@ -267,9 +270,9 @@ class DataPlane:
         unknown = sorted(set(parsed.outputs or ()) - set(model.output_names))
         if unknown:
             raise InvalidInput(f"outputs: unknown {unknown}; expected some of {list(model.output_names)}")
-        outputs, logged_inputs = await self._run(model, parsed.feeds, parsed.rows)
-        request_id = request_id or uuid.uuid4().hex
         role = self._role(model, key)
+        outputs, logged_inputs = await self._run(model, parsed.feeds, parsed.rows, role is not None)
+        request_id = request_id or uuid.uuid4().hex
         logged = self._record(
             model, "infer", request_id, started, logged_inputs, outputs, parsed.rows, probe, role
         )
@@ -308,9 +311,9 @@ class DataPlane:
             feeds = model.feeds(rows)
         except InputError as exc:
             raise InvalidInput(str(exc)) from None
-        outputs, logged_inputs = await self._run(model, feeds, len(rows))
-        request_id = request_id or uuid.uuid4().hex
         role = self._role(model, key)
+        outputs, logged_inputs = await self._run(model, feeds, len(rows), role is not None)
+        request_id = request_id or uuid.uuid4().hex
         logged = self._record(
             model, "predict", request_id, started, logged_inputs, outputs, len(rows), probe, role
         )
@@ -432,11 +435,17 @@ class DataPlane:
 
     # --- internals ---------------------------------------------------------------------------------------
 
-    async def _run(self, model: LoadedModel, feeds: dict[str, Any], rows: int) -> tuple[list[Any], Any]:
-        """The model's outputs and the inputs as the log will hold them (encoded during inference)."""
-        if rows < OVERLAP_ROWS:
+    async def _run(
+        self, model: LoadedModel, feeds: dict[str, Any], rows: int, offload: bool = False
+    ) -> tuple[list[Any], Any]:
+        """The model's outputs and the inputs as the log will hold them (encoded during inference).
+
+        ``offload``: off the event loop whatever the size (a canary's call: however slow the version under
+        trial is, the champion's requests on this worker do not wait behind it)."""
+        if rows < OVERLAP_ROWS and not offload:
             return model.run(feeds), feeds
-        running = asyncio.get_running_loop().run_in_executor(self.inference_thread, model.run, feeds)
+        thread = self.canary_thread if offload else self.inference_thread
+        running = asyncio.get_running_loop().run_in_executor(thread, model.run, feeds)
         encoded = self.log.encode(feeds)
         return await running, encoded
 

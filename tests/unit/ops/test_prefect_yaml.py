@@ -13,6 +13,7 @@ DEPLOYMENTS = yaml.safe_load(Path(PROJECT_ROOT, "prefect.yaml").read_text())["de
 REQUIRED_AT_RUN_TIME = {
     "promote": {"version": "3", "requested_by": "ana", "reason": "checked"},
     "deploy": {"requested_by": "ana"},
+    "release": {"version": "3", "requested_by": "ana", "reason": "a gradual release"},
     "rollback": {"requested_by": "ana", "reason": "bad answers reported"},
 }
 

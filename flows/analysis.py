@@ -1,0 +1,177 @@
+"""A release window's analysis: the challenger against the champion on live traffic, from the inference log.
+
+For one window (``since`` to ``until``) of consumers' requests (a check's probes left out): the champion's
+answers, and the challenger's, as the ``canary`` (answering its share of requests) or the ``shadow`` (its
+copies of the champion's requests, under the same request ids). Checks, each with value, threshold and
+verdict as the promotion gate's, thresholds from ``GateConfig.live``:
+
+- ``live.requests``: the challenger took at least ``min_requests`` requests (no evidence is a fail: a
+  version no worker could load, or refused by the workers' self-test, never answers);
+- ``live.error_rate``: its share of errors, at most the champion's plus ``max_error_rate_increase``;
+- ``live.p99_ms``: its p99 model time, at most the champion's times ``max_p99_ratio`` plus ``p99_slack_ms``;
+- ``live.agreement`` (shadow: the same requests): the share of rows whose label equals the champion's
+  (classification), or whose value is within ``regression_tolerance`` of it, at least ``min_agreement``; with
+  ``live.probability_distance``, the mean absolute difference of the probabilities, at most
+  ``max_probability_distance``;
+- ``live.prediction_psi``: the PSI between the two versions' predictions in the window (labels' shares, or
+  the champion's deciles for a regression), at most ``max_prediction_psi``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flows.gate import Check, GateResult, LiveThresholds
+from models.profile import psi
+from models.registry import CANARY, SHADOW
+
+
+@dataclass
+class Side:
+    """One version's requests in the window."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    predictions: list[Any] = field(default_factory=list)
+    by_request: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.requests += 1
+        if "error" in record:
+            self.errors += 1
+            return
+        self.latencies.append(float(record["latency_ms"]))
+        self.predictions.extend(predictions_of(record))
+        self.by_request[str(record["request_id"])] = dict(record["outputs"])
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p99_ms(self) -> float | None:
+        return float(np.percentile(self.latencies, 99)) if self.latencies else None
+
+
+def is_classification(outputs: Mapping[str, Any]) -> bool:
+    return "label" in outputs
+
+
+def predictions_of(record: Mapping[str, Any]) -> list[Any]:
+    outputs = record["outputs"]
+    values: list[Any] = outputs["label"] if is_classification(outputs) else outputs[next(iter(outputs))]
+    return values
+
+
+def split_window(
+    records: Iterable[Mapping[str, Any]], champion: str, challenger: str, role: str
+) -> tuple[Side, Side]:
+    """The champion's answers and the challenger's (its role's records only) among consumers' requests."""
+    ours, theirs = Side(), Side()
+    for record in records:
+        if record.get("probe") or record.get("route") == "batch":
+            continue
+        version, record_role = record.get("version"), record.get("role")
+        if version == champion and record_role is None:
+            ours.add(record)
+        elif version == challenger and record_role == role:
+            theirs.add(record)
+    return ours, theirs
+
+
+def _distribution(values: list[Any], reference: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of the two sets of predictions over the same bins: labels, or the reference's deciles."""
+    if all(isinstance(v, (str, int)) for v in reference[:100]):
+        labels = sorted({*map(str, reference), *map(str, values)})
+        ref = np.array([sum(str(v) == label for v in reference) for label in labels], dtype=float)
+        cur = np.array([sum(str(v) == label for v in values) for label in labels], dtype=float)
+    else:
+        edges = np.unique(np.quantile(np.asarray(reference, dtype=float), np.linspace(0.1, 0.9, 9)))
+        ref = np.bincount(np.searchsorted(edges, reference), minlength=len(edges) + 1).astype(float)
+        cur = np.bincount(np.searchsorted(edges, values), minlength=len(edges) + 1).astype(float)
+    return ref / max(ref.sum(), 1.0), cur / max(cur.sum(), 1.0)
+
+
+def agreement(ours: Side, theirs: Side, tolerance: float) -> tuple[int, float, float | None]:
+    """Rows of the requests both answered: how many, the share that agree, the mean probability distance."""
+    rows = agreeing = 0
+    distances: list[float] = []
+    for request_id, outputs in theirs.by_request.items():
+        mine = ours.by_request.get(request_id)
+        if mine is None:
+            continue
+        names = list(outputs)
+        if is_classification(outputs):
+            for a, b in zip(mine["label"], outputs["label"], strict=False):
+                rows += 1
+                agreeing += a == b
+            if len(names) > 1 and names[1] in mine:
+                for p, q in zip(mine[names[1]], outputs[names[1]], strict=False):
+                    distances.append(float(np.mean(np.abs(np.ravel(p) - np.ravel(q)))))
+        else:
+            for a, b in zip(mine[names[0]], outputs[names[0]], strict=False):
+                rows += 1
+                scale = max(abs(float(a)), 1e-9)
+                agreeing += abs(float(a) - float(b)) / scale <= tolerance
+    share = agreeing / rows if rows else 0.0
+    return rows, share, (float(np.mean(distances)) if distances else None)
+
+
+def analyse(
+    records: Iterable[Mapping[str, Any]], champion: str, challenger: str, role: str, live: LiveThresholds
+) -> tuple[GateResult, dict[str, float]]:
+    """The window's checks and its figures (for the release's MLflow run)."""
+    if role not in (CANARY, SHADOW):
+        raise ValueError(f"role: {role!r} is not {CANARY!r} or {SHADOW!r}")
+    ours, theirs = split_window(records, champion, challenger, role)
+    figures: dict[str, float] = {
+        "champion.requests": ours.requests,
+        "challenger.requests": theirs.requests,
+        "champion.error_rate": ours.error_rate,
+        "challenger.error_rate": theirs.error_rate,
+    }
+    checks = [
+        Check(
+            "live.requests",
+            str(theirs.requests),
+            f">= {live.min_requests}",
+            theirs.requests >= live.min_requests,
+        )
+    ]
+    budget = ours.error_rate + live.max_error_rate_increase
+    checks.append(
+        Check("live.error_rate", f"{theirs.error_rate:.4f}", f"<= {budget:.4f}", theirs.error_rate <= budget)
+    )
+    p99, champion_p99 = theirs.p99_ms, ours.p99_ms
+    if p99 is not None and champion_p99 is not None:
+        limit = champion_p99 * live.max_p99_ratio + live.p99_slack_ms
+        figures.update({"champion.p99_ms": champion_p99, "challenger.p99_ms": p99})
+        checks.append(Check("live.p99_ms", f"{p99:.2f}", f"<= {limit:.2f}", p99 <= limit))
+    else:
+        checks.append(Check("live.p99_ms", "no answers", "answers from both", False))
+    if role == SHADOW:
+        rows, share, distance = agreement(ours, theirs, live.regression_tolerance)
+        figures.update({"agreement.rows": rows, "agreement": share})
+        checks.append(Check("live.agreement", f"{share:.4f} of {rows} rows", f">= {live.min_agreement}",
+                            rows > 0 and share >= live.min_agreement))  # fmt: skip
+        if distance is not None:
+            figures["probability_distance"] = distance
+            checks.append(
+                Check("live.probability_distance", f"{distance:.4f}", f"<= {live.max_probability_distance}",
+                      distance <= live.max_probability_distance)
+            )  # fmt: skip
+    if ours.predictions and theirs.predictions:
+        reference, current = _distribution(theirs.predictions, ours.predictions)
+        value = psi(reference, current)
+        figures["prediction_psi"] = value
+        checks.append(
+            Check("live.prediction_psi", f"{value:.4f}", f"<= {live.max_prediction_psi}",
+                  math.isfinite(value) and value <= live.max_prediction_psi)
+        )  # fmt: skip
+    return GateResult(tuple(checks)), figures
