@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from flows import promote, rollout, split
@@ -32,6 +32,7 @@ from flows.analysis import analyse
 from flows.checks import DeployChecks
 from flows.gate import GateConfig, GateResult, LiveThresholds
 from flows.gateway import Registry, gateway
+from flows.monitor import sparkline
 from flows.release import deploy_version, promote_version
 from flows.runs import artifact_key, log_stage
 from models.inference_records import read_records
@@ -69,12 +70,45 @@ class Release:
     strategy: str
     windows: list[Window] = field(default_factory=list)
 
+    def to_markdown(self, verdict: str) -> str:
+        """Each window's figures, and a chart of error rate, p99 and agreement across the windows."""
+        lines = [
+            f"# Release v{self.version} against v{self.champion} ({self.strategy}): {verdict}", "",
+            "| window | verdict | requests (champion / challenger) | error rate | p99 ms | agreement | PSI |",
+            "|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for w in self.windows:
+            f = w.figures
+            lines.append(
+                f"| {w.label} | {'pass' if w.result.passed else 'fail'} "
+                f"| {f.get('champion.requests', 0):.0f} / {f.get('challenger.requests', 0):.0f} "
+                f"| {f.get('champion.error_rate', 0):.4f} / {f.get('challenger.error_rate', 0):.4f} "
+                f"| {_num(f.get('champion.p99_ms'))} / {_num(f.get('challenger.p99_ms'))} "
+                f"| {_num(f.get('agreement'), 4)} | {_num(f.get('prediction_psi'), 4)} |"
+            )
+        series = {
+            "challenger error rate": [w.figures.get("challenger.error_rate", 0.0) for w in self.windows],
+            "challenger p99 ms": [w.figures.get("challenger.p99_ms", 0.0) for w in self.windows],
+            "agreement": [w.figures.get("agreement", 0.0) for w in self.windows],
+        }
+        lines += ["", "Per window, first to last:", ""]
+        lines += [f"- {name}: `{sparkline(values)}` {_series(values)}" for name, values in series.items()]
+        return "\n".join(lines) + "\n"
+
     def table(self) -> list[dict[str, str]]:
         return [
             {"window": w.label, "check": c.name, "value": c.value, "threshold": c.threshold,
              "verdict": "pass" if c.passed else "fail"}
             for w in self.windows for c in w.result.checks
         ]  # fmt: skip
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _series(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
 def phases(strategy: Strategy, steps: list[float]) -> list[tuple[str, float]]:
@@ -145,6 +179,11 @@ def record(settings: Settings, registry: Registry, release: Release, verdict: st
     registry.set_tags(
         release.version,
         {RELEASE_VERDICT: verdict, RELEASE_FAILED: "; ".join(reasons) or "none", RELEASE_RUN: run_id},
+    )
+    create_markdown_artifact(
+        release.to_markdown(verdict),
+        key=artifact_key("release-report", settings.model_name),
+        description=f"release v{release.version}: figures and chart per window",
     )
     create_table_artifact(
         release.table()
