@@ -106,7 +106,7 @@ def run(workdir: Path, rate: float, phase_s: float) -> dict[str, Any]:
         body = {"records": datasets.records(holdout.head(1), spec)}
         phases = len(CANARY_STEPS) + len(SHADOW_PHASES)
         load = spawn_load(
-            f"{service.url}/predict", body, workdir / "load.jsonl", seconds=phases * (phase_s + settle) + 60,
+            f"{service.url}/predict", body, workdir / "load.jsonl", seconds=phases * (phase_s + settle) + 400,
             connections=8, rate=rate,
         )  # fmt: skip
         windows: list[tuple[str, float, float, float]] = []  # role, share, start, end
@@ -125,6 +125,8 @@ def run(workdir: Path, rate: float, phase_s: float) -> dict[str, Any]:
                 windows.append((SHADOW, share, time.time(), time.time() + phase_s))
                 time.sleep(phase_s)
             counts = shadow_counts(service.url)
+            split.set_split(registry, by="benchmark", reason="the release drills", clear=True)
+            drills = release_drills(settings, registry, checks, phase_s)
         finally:
             outcomes = load.finish()
         split.set_split(registry, by="benchmark", reason="done", clear=True)
@@ -138,15 +140,56 @@ def run(workdir: Path, rate: float, phase_s: float) -> dict[str, Any]:
         ids = row.pop("ids")
         row.update(role=role, share=share, copied=sum(i in copies for i in ids))
         rows.append(row)
+    for drill in drills:
+        window = [o for o in outcomes if drill["began"] <= o["started"] <= drill["ended"]]
+        drill.update(
+            sent=len(window),
+            failed=sum(o["status"] != 200 for o in window),
+            answered_by_it=sum(o["version"] == drill["version"] for o in window),
+        )
     return {
+        "drills": drills,
         "rows": rows,
         "rate": rate,
         "phase_s": phase_s,
         "sent": len(outcomes),
         "failed": sum(o["status"] != 200 for o in outcomes),
         "shadow_metric": counts,
-        "shadow_answered": sum(o["version"] == "3" for o in outcomes),
+        # answers the shadow (v3) gave during the phases (the good release drill then makes it champion)
+        "shadow_answered": sum(r["versions"].get("3", 0) for r in rows),
     }
+
+
+def release_drills(settings: Any, registry: Any, checks: Any, bake_s: float) -> list[dict[str, Any]]:
+    """The release flow under the same load: a good version (v3) through shadow then canary 5/25/50 %, then
+    a slow, a wrong and a broken copy of it as 25 % canaries; when each was out (share 0) or promoted."""
+    from flows.faults import FaultKind, register_broken_version
+    from flows.progressive import RELEASE_FAILED, ReleaseFailedError, Strategy, release_flow
+    from flows.tracking import connect
+
+    client = connect(settings)
+    faults: tuple[FaultKind, ...] = ("slow", "wrong_outputs", "unloadable")
+    plans: list[tuple[str, str, Strategy, list[float]]] = [
+        ("good", "3", "shadow-then-canary", [5.0, 25.0, 50.0]),
+        *[(kind, register_broken_version(client, settings, "3", kind), "canary", [25.0]) for kind in faults],
+    ]
+    drills: list[dict[str, Any]] = []
+    for kind, version, strategy, steps in plans:
+        began = time.time()
+        try:
+            release_flow(
+                version=version, requested_by="benchmark", reason=kind, strategy=strategy, steps=steps,
+                bake_s=bake_s, deploy_checks=checks,
+            )  # fmt: skip
+            verdict, failed = "promoted", ""
+        except ReleaseFailedError:
+            verdict, failed = "rolled back", str(registry.tags(version).get(RELEASE_FAILED, ""))
+        drills.append(
+            {"kind": kind, "version": version, "strategy": strategy, "steps": steps, "began": began,
+             "ended": time.time(), "verdict": verdict, "failed_checks": failed}
+        )  # fmt: skip
+        time.sleep(2)
+    return drills
 
 
 def _ms(value: float | None) -> str:
@@ -185,6 +228,24 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['role']} {r['share']:g} % | {r['sent']:,} | {r['failed']} | {by_version} | {share} "
             f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['copied']:,} |"
+        )
+    lines += [
+        "",
+        f"Release drills (the `release` flow, bake window {result['phase_s']:g} s, alias poll {poll_s:g} s), "
+        "under the same load. A slow canary holds the load generator's connections (its 8 connections wait "
+        "on its answers), so fewer requests are sent in its window: none fails.",
+        "",
+        "| release | strategy | verdict | seconds from release to share 0 (or to champion) | requests "
+        "| failed | answered by it | checks that failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in result["drills"]:
+        answered = d["answered_by_it"] / d["sent"] * 100 if d["sent"] else 0.0
+        steps = "/".join(f"{s:g}" for s in d["steps"])
+        lines.append(
+            f"| v{d['version']} {d['kind']} | {d['strategy']} {steps} % | {d['verdict']} "
+            f"| {d['ended'] - d['began']:.1f} | {d['sent']:,} | {d['failed']} "
+            f"| {d['answered_by_it']:,} ({answered:.1f} %) | {d['failed_checks'] or 'none'} |"
         )
     metric = result["shadow_metric"]
     lines += [
