@@ -14,7 +14,12 @@ verdict as the promotion gate's, thresholds from ``GateConfig.live``:
   ``live.probability_distance``, the mean absolute difference of the probabilities, at most
   ``max_probability_distance``;
 - ``live.prediction_psi``: the PSI between the two versions' predictions in the window (labels' shares, or
-  the champion's deciles for a regression), at most ``max_prediction_psi``.
+  the champion's quintiles for a regression), at most ``max_prediction_psi``;
+- ``live.input_psi`` (canary: its own requests): the largest PSI over the features of the inputs it received
+  against the champion's, at most ``max_input_psi`` (its requests a fair sample of the traffic).
+
+The two distribution checks are judged from ``min_distribution_rows`` rows on each side; below that they
+are shown as not judged (a small sample's PSI is mostly noise).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Side:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
+    inputs: dict[str, list[Any]] = field(default_factory=dict)
     by_request: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, record: Mapping[str, Any]) -> None:
@@ -48,11 +54,17 @@ class Side:
             return
         self.latencies.append(float(record["latency_ms"]))
         self.predictions.extend(predictions_of(record))
+        for name, values in record.get("inputs", {}).items():
+            self.inputs.setdefault(name, []).extend(values)
         self.by_request[str(record["request_id"])] = dict(record["outputs"])
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p50_ms(self) -> float | None:
+        return float(np.percentile(self.latencies, 50)) if self.latencies else None
 
     @property
     def p99_ms(self) -> float | None:
@@ -86,13 +98,14 @@ def split_window(
 
 
 def _distribution(values: list[Any], reference: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Shares of the two sets of predictions over the same bins: labels, or the reference's deciles."""
+    """Shares of the two sets of values over the same bins: labels, or the reference's quintiles (few bins:
+    a window's sample is small, and a PSI over ten bins of 50 values is mostly noise)."""
     if all(isinstance(v, (str, int)) for v in reference[:100]):
         labels = sorted({*map(str, reference), *map(str, values)})
         ref = np.array([sum(str(v) == label for v in reference) for label in labels], dtype=float)
         cur = np.array([sum(str(v) == label for v in values) for label in labels], dtype=float)
     else:
-        edges = np.unique(np.quantile(np.asarray(reference, dtype=float), np.linspace(0.1, 0.9, 9)))
+        edges = np.unique(np.quantile(np.asarray(reference, dtype=float), np.linspace(0.2, 0.8, 4)))
         ref = np.bincount(np.searchsorted(edges, reference), minlength=len(edges) + 1).astype(float)
         cur = np.bincount(np.searchsorted(edges, values), minlength=len(edges) + 1).astype(float)
     return ref / max(ref.sum(), 1.0), cur / max(cur.sum(), 1.0)
@@ -152,6 +165,7 @@ def analyse(
     if p99 is not None and champion_p99 is not None:
         limit = champion_p99 * live.max_p99_ratio + live.p99_slack_ms
         figures.update({"champion.p99_ms": champion_p99, "challenger.p99_ms": p99})
+        figures.update({"champion.p50_ms": ours.p50_ms or 0.0, "challenger.p50_ms": theirs.p50_ms or 0.0})
         checks.append(Check("live.p99_ms", f"{p99:.2f}", f"<= {limit:.2f}", p99 <= limit))
     else:
         checks.append(Check("live.p99_ms", "no answers", "answers from both", False))
@@ -166,7 +180,8 @@ def analyse(
                 Check("live.probability_distance", f"{distance:.4f}", f"<= {live.max_probability_distance}",
                       distance <= live.max_probability_distance)
             )  # fmt: skip
-    if ours.predictions and theirs.predictions:
+    rows = min(len(ours.predictions), len(theirs.predictions))
+    if rows >= live.min_distribution_rows:
         reference, current = _distribution(theirs.predictions, ours.predictions)
         value = psi(reference, current)
         figures["prediction_psi"] = value
@@ -174,4 +189,28 @@ def analyse(
             Check("live.prediction_psi", f"{value:.4f}", f"<= {live.max_prediction_psi}",
                   math.isfinite(value) and value <= live.max_prediction_psi)
         )  # fmt: skip
+    else:  # too small a sample to tell a shift from noise: shown, not judged
+        checks.append(Check("live.prediction_psi", f"not judged: {rows} rows",
+                            f"judged from {live.min_distribution_rows} rows", True))  # fmt: skip
+    if role == CANARY and rows >= live.min_distribution_rows:  # a shadow's inputs are the champion's own
+        drift = input_psi(ours, theirs)
+        if drift:
+            feature, value = max(drift.items(), key=lambda item: item[1])
+            figures["input_psi"] = value
+            checks.append(
+                Check("live.input_psi", f"{value:.4f} ({feature})", f"<= {live.max_input_psi}",
+                      math.isfinite(value) and value <= live.max_input_psi)
+            )  # fmt: skip
     return GateResult(tuple(checks)), figures
+
+
+def input_psi(ours: Side, theirs: Side) -> dict[str, float]:
+    """Per feature, the PSI of the inputs the challenger received against the champion's in the window."""
+    found: dict[str, float] = {}
+    for name, reference in ours.inputs.items():
+        values = [v for v in theirs.inputs.get(name, []) if v is not None]
+        reference = [v for v in reference if v is not None]
+        if values and reference:
+            ref, cur = _distribution(values, reference)
+            found[name] = psi(ref, cur)
+    return found

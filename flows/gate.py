@@ -29,6 +29,14 @@ class LiveThresholds(BaseModel):
         default=0.1, ge=0, description="Relative difference under which two regression outputs agree."
     )
     max_prediction_psi: float = Field(default=0.25, ge=0, description="PSI of the predictions' distribution.")
+    min_distribution_rows: int = Field(
+        default=100, ge=1, description="Rows per side from which the two PSI checks are judged."
+    )
+    max_input_psi: float = Field(
+        default=0.25,
+        ge=0,
+        description="PSI of the inputs a canary received against the champion's (any feature).",
+    )
 
 
 class GateConfig(BaseModel):

@@ -86,7 +86,7 @@ def test_a_shadow_that_differs_fails_the_checks_that_see_it(change: dict[str, An
 def test_a_canary_is_judged_on_its_own_requests() -> None:
     window = champion_window(300)
     canary = [answer(f"c{i}", "2", int(p > 0.5), float(p), role=CANARY) for i, p in
-              enumerate(RNG.uniform(0, 1, 60))]  # fmt: skip
+              enumerate(RNG.uniform(0, 1, 150))]  # fmt: skip
     assert all(verdicts(window + canary, CANARY).values())
     assert "live.agreement" not in verdicts(window + canary, CANARY)  # different requests: no join
 
@@ -99,8 +99,19 @@ def test_a_canary_is_judged_on_its_own_requests() -> None:
     assert verdicts(window + failing, CANARY)["live.error_rate"] is False  # 9 % against 0 %
     slow = [{**r, "latency_ms": 180.0} for r in canary]
     assert verdicts(window + slow, CANARY)["live.p99_ms"] is False
-    skewed = [answer(f"s{i}", "2", 1, 0.9, role=CANARY) for i in range(60)]  # always the same label
+    skewed = [answer(f"s{i}", "2", 1, 0.9, role=CANARY) for i in range(150)]  # always the same label
     assert verdicts(window + skewed, CANARY)["live.prediction_psi"] is False
+    result, _ = analyse(window + skewed[:60], "1", "2", CANARY, LIVE)  # too few rows to tell: not judged
+    psi_check = next(c for c in result.checks if c.name == "live.prediction_psi")
+    assert psi_check.passed and psi_check.value == "not judged: 60 rows"
+    assert "live.input_psi" not in {c.name for c in result.checks}
+
+    # the canary's requests are a fair sample of the traffic only if their inputs look like the champion's
+    spread = [{**r, "inputs": {"x": [float(RNG.uniform(0, 1))]}} for r in window]
+    same = [{**r, "inputs": {"x": [float(RNG.uniform(0, 1))]}} for r in canary]
+    apart = [{**r, "inputs": {"x": [float(RNG.uniform(0.7, 1.7))]}} for r in canary]
+    assert verdicts(spread + same, CANARY)["live.input_psi"] is True
+    assert verdicts(spread + apart, CANARY)["live.input_psi"] is False
 
 
 def test_only_consumers_requests_of_each_role_count() -> None:
