@@ -54,7 +54,7 @@ bench-pipeline: setup ## pipeline wall time per stage
 bench-rollout: setup ## a release and a rollback under load: failed requests, swap windows
 	$(RUN) python -m benchmarks.rollout
 
-bench-traffic: setup ## the canary's share and the shadow's latency cost under steady load (~3 min)
+bench-traffic: setup ## the canary's share, the shadow's latency cost and release drills under steady load (~5 min)
 	$(RUN) python -m benchmarks.traffic
 
 # Every fault under steady load, registry down for a full minute (~6 min).
