@@ -51,8 +51,9 @@ bench-memory: setup tools ## the serving tree's memory: per worker, per model, p
 bench-pipeline: setup ## pipeline wall time per stage
 	$(RUN) python -m benchmarks.pipeline
 
-bench-rollout: setup ## a release and a rollback under load: failed requests, swap windows
+bench-rollout: setup ## swaps and rollbacks under load, then the canary, shadow and release rows (~9 min)
 	$(RUN) python -m benchmarks.rollout
+	$(RUN) python -m benchmarks.traffic
 
 bench-traffic: setup ## the canary's share, the shadow's latency cost and release drills under steady load (~5 min)
 	$(RUN) python -m benchmarks.traffic
