@@ -1,6 +1,7 @@
 """Fixtures for tests that start real servers: a local `bentoml serve` with two workers."""
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def listening_sockets(port: int) -> int:
         row for table in ("tcp", "tcp6") for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
     ]
     return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
+def start_with_grpc(service: LocalService, grpc_port: int, workers: int = 2) -> None:
+    """Start the service and wait until it is ready and every worker listens on the gRPC port."""
+    settings = service.settings
+    service.start()
+    service.wait_ready(settings.serve_start_timeout_s)
+    deadline = time.monotonic() + settings.serve_start_timeout_s
+    while listening_sockets(grpc_port) < workers and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert listening_sockets(grpc_port) == workers, f"{workers} workers should listen on :{grpc_port}"
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from flows.processes import free_port
 from models import datasets
 from models.inference_records import read_records
 from tests.conftest import make_settings, train_and_register
-from tests.integration.conftest import listening_sockets, tls_pair, use
+from tests.integration.conftest import start_with_grpc, tls_pair, use
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +96,7 @@ def test_grpc_with_tritons_and_kserves_clients_and_a_hot_swap_with_no_failed_cal
     name, url = settings.model_name, f"{settings.serve_host}:{grpc_port}"
     service = LocalService(settings)
     try:
-        service.start()
-        service.wait_ready(settings.serve_start_timeout_s)
-        deadline = time.monotonic() + settings.serve_start_timeout_s
-        while listening_sockets(grpc_port) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert listening_sockets(grpc_port) == 2  # every worker serves gRPC on the one port
+        start_with_grpc(service, grpc_port)  # every worker serves gRPC on the one port
         rest = rest_answer(service.url, cert, rows, name)
 
         # Triton's client: raw contents both ways, TLS verified, the API key in the metadata

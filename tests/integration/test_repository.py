@@ -4,7 +4,6 @@ clients), each answer from the version it names, and the refusals of the version
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from flows.processes import free_port
 from models import datasets
 from models.inference_records import read_records
 from tests.conftest import Registered, make_settings, train_and_register
-from tests.integration.conftest import listening_sockets, use
+from tests.integration.conftest import start_with_grpc, use
 from tests.integration.test_grpc import KSERVE_CLIENT, triton_inputs
 
 pytestmark = pytest.mark.integration
@@ -77,11 +76,7 @@ def test_two_models_a_challenger_and_a_pinned_version_over_rest_and_grpc_with_fo
     grpc_url = f"{settings.serve_host}:{grpc_port}"
     service = LocalService(settings)
     try:
-        service.start()
-        service.wait_ready(settings.serve_start_timeout_s)
-        deadline = time.monotonic() + settings.serve_start_timeout_s
-        while listening_sockets(grpc_port) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        start_with_grpc(service, grpc_port)  # every worker serves gRPC on the one port
         url = service.url
 
         index = httpx.post(f"{url}/v2/repository/index", timeout=10).json()

@@ -22,7 +22,7 @@ from models.inference_records import read_records
 from models.registry import CANARY, SHADOW
 from models.traffic import ROUTING_HEADER, takes
 from tests.conftest import make_settings, train_and_register
-from tests.integration.conftest import listening_sockets, use
+from tests.integration.conftest import start_with_grpc, use
 from tests.integration.test_grpc import triton_inputs
 from tests.integration.test_repository import SPEC
 
@@ -67,11 +67,7 @@ def test_canary_and_shadow_under_load_on_two_workers(
     poll = settings.swap_poll_s * 2 + 1.0  # every worker has polled since (and one poll more)
     service = LocalService(settings)
     try:
-        service.start()
-        service.wait_ready(settings.serve_start_timeout_s)
-        deadline = time.monotonic() + settings.serve_start_timeout_s
-        while listening_sockets(grpc_port) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        start_with_grpc(service, grpc_port)  # every worker serves gRPC on the one port
         infer_url = f"{service.url}/v2/models/{name}/infer"
 
         load = spawn_load(infer_url, body, tmp_path / "load.jsonl", seconds=60, connections=4)
