@@ -52,10 +52,9 @@ def current(registry: Registry) -> Split:
     )
 
 
-def percent(value: float | None, role: str) -> float | None:
-    if value is not None and not (math.isfinite(value) and 0.0 <= value <= 100.0):
+def check_percent(value: float, role: str) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
         raise SplitRefusedError(f"{role}: a share is a percentage in [0, 100], not {value:g}")
-    return value
 
 
 def _servable(registry: Registry, version: str, role: str) -> None:
@@ -87,7 +86,7 @@ def set_split(
     (shares to 0 first, then the aliases go). Everything is checked before anything is written."""
     versions, shares = dict(versions or {}), dict(shares or {})
     for role, share in shares.items():
-        percent(share, role)
+        check_percent(share, role)
     for role, version in versions.items():
         _servable(registry, version, role)
     before = current(registry)
