@@ -13,6 +13,7 @@ import pytest
 from flows import split as traffic
 from flows.deploy import LocalService, served_version
 from flows.faults import FaultKind, register_broken_version
+from flows.gate import LiveThresholds
 from flows.gateway import gateway
 from flows.progressive import RELEASE_FAILED, RELEASE_VERDICT, ReleaseFailedError, release_flow
 from flows.tracking import alias_version, connect
@@ -28,6 +29,10 @@ pytestmark = pytest.mark.integration
 BAKE_S = 4.0
 CANARY_SHARE = 25.0
 FAULTS: tuple[FaultKind, ...] = ("slow", "wrong_outputs", "unloadable")
+# The windows hold ~50 canary answers on two cores shared with the load and the rest of the suite, so their
+# p99 is their slowest answer: a scheduling hiccup of 10 ms failed a good version once. The slow fault
+# (0.8 s a call) is far past this budget.
+RELEASE_GATE = ANY_CHAMPION.model_copy(update={"live": LiveThresholds(p99_slack_ms=100)})
 
 
 def test_a_good_version_is_promoted_and_faulty_ones_are_taken_out_within_a_window_under_load(
@@ -51,7 +56,7 @@ def test_a_good_version_is_promoted_and_faulty_ones_are_taken_out_within_a_windo
         began = time.time()
         summary = release_flow(
             version=good, requested_by="ana", reason="gradual", strategy="shadow-then-canary",
-            steps=[CANARY_SHARE, 50], bake_s=BAKE_S, gate_config=ANY_CHAMPION, deploy_checks=FAST,
+            steps=[CANARY_SHARE, 50], bake_s=BAKE_S, gate_config=RELEASE_GATE, deploy_checks=FAST,
         )  # fmt: skip
         windows["good"] = (began, time.time())
         assert f"v{good} promoted after 3 window(s)" in summary
@@ -67,7 +72,7 @@ def test_a_good_version_is_promoted_and_faulty_ones_are_taken_out_within_a_windo
             with pytest.raises(ReleaseFailedError, match=f"failed its canary {CANARY_SHARE:g}% window"):
                 release_flow(
                     version=broken, requested_by="drill", reason=kind, strategy="canary",
-                    steps=[CANARY_SHARE], bake_s=BAKE_S, gate_config=ANY_CHAMPION, deploy_checks=FAST,
+                    steps=[CANARY_SHARE], bake_s=BAKE_S, gate_config=RELEASE_GATE, deploy_checks=FAST,
                 )  # fmt: skip
             out_at = time.time()
             windows[kind] = (began, out_at)
