@@ -332,6 +332,32 @@ def _fault(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_log(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from models.log_audit import log_dirs, verify_all
+
+    audits = verify_all([Path(d) for d in args.dir] or log_dirs(settings))
+    if not audits:
+        print("» verify-log: no log folder found", file=sys.stderr)
+        return 1
+    for audit in audits:
+        print("\n".join(audit.lines()))
+    return 0 if all(audit.ok for audit in audits) else 1
+
+
+def _maintain_log(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from models.log_audit import log_dirs, maintain
+
+    for directory in [Path(d) for d in args.dir] or log_dirs(settings):
+        if directory.is_dir():
+            print(maintain(directory, compact_after_days=settings.log_compact_after_days,
+                           retention_days=settings.log_retention_days, now=time.time()).line())  # fmt: skip
+    return 0
+
+
 def use_state_dir_for_prefect(settings: Settings) -> None:
     """Without a Prefect server configured, keep Prefect's local database under the state folder too.
 
@@ -416,6 +442,14 @@ def parser() -> argparse.ArgumentParser:
     split.add_argument("--clear", action="store_true", help="both shares to 0, then both roles' aliases go")
     split.add_argument("--by", default=os.environ.get("USER", "cli"), help="who sets it (recorded)")
     split.add_argument("--reason", default="set from the command line", help="why (recorded)")
+    verify = commands.add_parser(
+        "verify-log", help="check the inference and feedback logs' hash chains; name the first broken record"
+    )
+    verify.add_argument("--dir", action="append", default=[], help="a log folder (default: both logs)")
+    maintain = commands.add_parser(
+        "maintain-log", help="compact old log segments into Parquet and delete what is past retention"
+    )
+    maintain.add_argument("--dir", action="append", default=[], help="a log folder (default: both logs)")
     commands.add_parser("stop", help="stop the local serving process")
     status = commands.add_parser("status", help="aliases, what each replica serves, the last deployments")
     status.add_argument("--replica", action="append", default=[], help="replica URL, repeatable")
@@ -475,6 +509,10 @@ def dispatch(settings: Settings, args: argparse.Namespace, prefect: TemporarySer
         return _stop(settings)
     if args.command == "split":
         return _split(settings, args)
+    if args.command == "verify-log":
+        return _verify_log(settings, args)
+    if args.command == "maintain-log":
+        return _maintain_log(settings, args)
     return _status(settings, args.replica)
 
 

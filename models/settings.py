@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     swap_poll_s: float = Field(default=1.0, gt=0, description="How often each worker checks the alias.")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Larger bodies get a 413.")
     inference_log_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Segment rotation size.")
+    log_compact_after_days: float = Field(
+        default=7.0, ge=0, description="Sealed log segments older than this are compacted into Parquet."
+    )
+    log_retention_days: float = Field(
+        default=183.0,
+        gt=0,
+        description="Log segments older than this are deleted (AI Act Art. 19: 6 months).",
+    )
     api_key: SecretStr | None = Field(
         default=None, description="If set, inference routes need this bearer token."
     )
@@ -135,6 +143,10 @@ class Settings(BaseSettings):
     @property
     def inference_log_dir(self) -> Path:
         return self.state_path / "inference-log"
+
+    @property
+    def feedback_log_dir(self) -> Path:
+        return self.state_path / "feedback-log"
 
     @property
     def mlflow_url(self) -> str:

@@ -6,6 +6,11 @@ the operating system even if the worker is killed right after. No two processes 
 never contend or interleave; a restarted worker starts new segments and never touches old ones. A segment
 that reaches ``max_bytes`` is closed and the next one opened.
 
+Every record is chained to the one before it (``seq``, ``prev``; ``models/log_chain.py``), and a segment
+the writer closes is sealed in the folder's manifest with its count and final hash, so ``mlops verify-log``
+names any record changed, removed or reordered afterwards. A write that fails leaves its segment unsealed
+and the next record starts a new one.
+
 The record's fields, and the reader that monitoring and checks use, are the contract in
 ``models/inference_records.py``.
 """
@@ -26,6 +31,7 @@ import numpy as np
 import orjson
 
 from models.inference_records import SEGMENT_SUFFIX
+from models.log_chain import Chain, record_event
 
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
 _DUMP_OPTIONS = _DUMP | orjson.OPT_APPEND_NEWLINE
@@ -64,7 +70,9 @@ class InferenceLog:
     directory: Path
     worker: str
     max_bytes: int = 64 * 1024 * 1024
+    sync: bool = False  # fsync each record before returning (the feedback log: written durably before 2xx)
     _fd: int | None = field(default=None, init=False, repr=False)
+    _chain: Chain | None = field(default=None, init=False, repr=False)
     _size: int = field(default=0, init=False, repr=False)
     _seq: int = field(default=0, init=False, repr=False)
     _started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), init=False)
@@ -80,8 +88,10 @@ class InferenceLog:
     def _open(self) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        self._fd = os.open(self._segment(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        segment = self._segment()
+        self._fd = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = 0
+        self._chain = Chain(segment.name)
         return self._fd
 
     @staticmethod
@@ -118,7 +128,7 @@ class InferenceLog:
             record["probe"] = True
         if role is not None:  # answered by the canary, or run by the shadow (never answered)
             record["role"] = role
-        self._append(record)
+        self.append(record)
 
     def write_error(
         self,
@@ -140,19 +150,27 @@ class InferenceLog:
         }
         if role is not None:
             record["role"] = role
-        self._append(record)
+        self.append(record)
 
-    def _append(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, option=_DUMP_OPTIONS)
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record (chained to the one before it) as one line; raises ``InferenceLogError``."""
         with self._lock:
             try:
                 fd = self._fd if self._fd is not None and self._size < self.max_bytes else self._rotate()
+                chain = self._chain
+                assert chain is not None
+                chain.link(record)
+                line = orjson.dumps(record, option=_DUMP_OPTIONS)
                 written = os.write(fd, line)
                 if written != len(line):  # a short write (disk full) leaves a partial line: report it
                     raise OSError(f"short write: {written} of {len(line)} bytes")
+                if self.sync:
+                    os.fsync(fd)
             except OSError as exc:
                 self.failed += 1
+                self._abandon()
                 raise InferenceLogError(f"inference log write failed: {exc}") from exc
+            chain.advance(line, record.get("ts"))
             self._size += written
             self.written += 1
 
@@ -160,11 +178,21 @@ class InferenceLog:
         self._close()
         return self._open()
 
+    def _abandon(self) -> None:
+        """After a failed write: the segment stays unsealed (it may end in a torn line); the next record
+        opens a new one."""
+        self._chain = None
+        self._close()
+
     def _close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        chain, self._chain = self._chain, None
+        if chain is not None:
+            with contextlib.suppress(OSError):  # unsealed, the segment is still checked record by record
+                record_event(self.directory, chain.seal())
 
     def close(self) -> None:
         with self._lock:
