@@ -108,6 +108,16 @@ def append_batch_record(directory: Path, record: dict[str, Any]) -> None:
     append_chained(directory / BATCH_SEGMENT, {**record, "route": BATCH_ROUTE})
 
 
+def feedback_labels(directory: Path, *, model: str | None = None) -> dict[tuple[str, int], Any]:
+    """(request id, row) -> ground-truth label from the feedback log (``serving/feedback.py``); a label given
+    twice keeps the first."""
+    labels: dict[tuple[str, int], Any] = {}
+    for record in read_records(directory):
+        if model is None or record.get("model") == model:
+            labels.setdefault((str(record["request_id"]), int(record["row"])), record["label"])
+    return labels
+
+
 def iter_rows(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """One dict per prediction row: the request's provenance, its inputs and its outputs for that row."""
     for record in records:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     swap_poll_s: float = Field(default=1.0, gt=0, description="How often each worker checks the alias.")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Larger bodies get a 413.")
     inference_log_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Segment rotation size.")
+    feedback_window_h: float = Field(
+        default=72.0, gt=0, description="Labels are taken for requests answered within this many hours."
+    )
     log_compact_after_days: float = Field(
         default=7.0, ge=0, description="Sealed log segments older than this are compacted into Parquet."
     )

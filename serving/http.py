@@ -25,6 +25,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PROTECTED_SUFFIXES = ("/infer",)
 MODEL_PREDICT = ("/predict",)  # a model's own /v2/models/{name}[/versions/{v}]/predict
 PROTECTED_PATHS = frozenset({"/predict", "/predict_rows"})
+FEEDBACK_SUFFIX = "/feedback"  # /v2/models/{name}/feedback
 
 
 async def send_json(
@@ -142,7 +143,17 @@ class BodyLimitMiddleware:
 
 
 def is_protected(path: str) -> bool:
-    return path in PROTECTED_PATHS or path.endswith(PROTECTED_SUFFIXES) or _model_predict(path)
+    """The routes behind the API key: inference, and feedback (labels for earlier answers)."""
+    return (
+        path in PROTECTED_PATHS
+        or path.endswith(PROTECTED_SUFFIXES)
+        or _model_predict(path)
+        or is_feedback(path)
+    )
+
+
+def is_feedback(path: str) -> bool:
+    return path.startswith("/v2/models/") and path.endswith(FEEDBACK_SUFFIX)
 
 
 def _model_predict(path: str) -> bool:

@@ -174,6 +174,33 @@ class InferenceLog:
             self._size += written
             self.written += 1
 
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        """Several records chained in order and written with one ``write`` (and one sync): all or none."""
+        if not records:
+            return
+        with self._lock:
+            try:
+                fd = self._fd if self._fd is not None and self._size < self.max_bytes else self._rotate()
+                chain = self._chain
+                assert chain is not None
+                lines = []
+                for record in records:
+                    chain.link(record)
+                    lines.append(orjson.dumps(record, option=_DUMP_OPTIONS))
+                    chain.advance(lines[-1], record.get("ts"))
+                data = b"".join(lines)
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(f"short write: {written} of {len(data)} bytes")
+                if self.sync:
+                    os.fsync(fd)
+            except OSError as exc:
+                self.failed += len(records)
+                self._abandon()
+                raise InferenceLogError(f"log write failed: {exc}") from exc
+            self._size += written
+            self.written += len(records)
+
     def _rotate(self) -> int:
         self._close()
         return self._open()

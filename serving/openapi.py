@@ -49,6 +49,30 @@ PREDICT_BODY: dict[str, Any] = {
     },
 }
 
+_LABEL = {
+    "type": "object",
+    "required": ["request_id", "label"],
+    "properties": {
+        "request_id": {"type": "string", "description": "the x-request-id of the answer being labelled"},
+        "row": {"type": "integer", "minimum": 0, "default": 0},
+        "label": {"description": "one of the model's classes (a classifier) or a number (a regressor)"},
+    },
+}
+FEEDBACK_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["labels"],
+                "properties": {
+                    "labels": {"type": "array", "items": _LABEL, "minItems": 1, "maxItems": 10_000}
+                },
+            }
+        }
+    },
+}
+
 _TENSOR = {
     "type": "object",
     "required": ["name", "shape", "datatype"],

@@ -19,12 +19,21 @@ from serving.dataplane import (
     ModelNotReady,
     VersionConflict,
 )
+from serving.feedback import LabelConflict, TooManyLabels, UnknownRequest
 from serving.model import LoadedModel
 from serving.protocol import BINARY_HEADER, binary_output_tensor, output_tensor
 
 JSON = "application/json"
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
-STATUS = {InvalidInput: 400, ModelNotFound: 404, VersionConflict: 409, ModelNotReady: 503}
+STATUS = {
+    InvalidInput: 400,
+    ModelNotFound: 404,
+    VersionConflict: 409,
+    ModelNotReady: 503,
+    LabelConflict: 409,
+    TooManyLabels: 413,
+    UnknownRequest: 422,
+}
 __all__ = ["PROBE_HEADER", "Response", "infer", "json_response", "predict", "provenance_headers", "refused"]
 
 

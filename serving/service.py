@@ -21,6 +21,7 @@ by the data plane. The service never imports scikit-learn or Prefect.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
@@ -43,17 +44,19 @@ from serving.dataplane import (
     DataPlaneError,
     InvalidInput,
 )
-from serving.fastpath import FastPathMiddleware
+from serving.fastpath import FastPathMiddleware, content_problem
+from serving.feedback import FeedbackDesk, parse_labels
 from serving.http import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     JsonErrorMiddleware,
     client_request_id,
+    is_feedback,
     is_protected,
     route_of,
 )
-from serving.inference_log import InferenceLog
-from serving.openapi import INFER_BODY, PREDICT_BODY, REFUSALS
+from serving.inference_log import InferenceLog, InferenceLogError
+from serving.openapi import FEEDBACK_BODY, INFER_BODY, PREDICT_BODY, REFUSALS
 from serving.protocol import BINARY_HEADER
 from serving.repository import Repository
 
@@ -83,8 +86,8 @@ def record_refusal(path: str, status: int, message: str, client_id: str | None =
     served here, does not: it is not the model's doing); those of other paths only get their id.
     """
     plane = dataplane.bound()
-    if plane is None or status == 404 or not is_protected(path):
-        return client_id or uuid.uuid4().hex
+    if plane is None or status == 404 or not is_protected(path) or is_feedback(path):
+        return client_id or uuid.uuid4().hex  # a refused label is not the model's error
     return plane.refuse(route_of(path), status, message, client_id)
 
 
@@ -157,6 +160,12 @@ class ModelService:
             on_event=metrics.alias_event,
         )
         self.plane = DataPlane(repository, log).bind()
+        self.desk = FeedbackDesk(
+            settings.inference_log_dir,
+            settings.feedback_log_dir,
+            worker=str(worker),
+            window_s=settings.feedback_window_h * 3600,
+        )
         self.grpc_port = settings.grpc_port
         self.grpc: Any = None  # the gRPC transport, started on the worker's event loop
         repository.start()
@@ -185,6 +194,7 @@ class ModelService:
 
             await grpc_server.stop(self.grpc)
         self.plane.close()
+        self.desk.close()
 
     # --- Open Inference Protocol ---------------------------------------------------------------------
 
@@ -273,6 +283,29 @@ class ModelService:
         if not self.plane.ready:
             raise bentoml.exceptions.ServiceUnavailable("model: not loaded yet")
         return self.plane.predict_rows(rows)
+
+    # --- ground truth for earlier answers ---------------------------------------------------------------
+
+    @api.post("/v2/models/{name}/feedback", openapi_extra={"requestBody": FEEDBACK_BODY}, responses=REFUSALS)
+    async def feedback(self, name: str, request: Request) -> Response:
+        """Labels for earlier request ids (``serving/feedback.py``), all checked, then written and synced
+        before the answer."""
+        feedback_id = client_request_id(request.scope) or uuid.uuid4().hex
+        problem = content_problem(request.scope, False)
+        if problem is not None:
+            return responses.json_response({"error": problem}, 415)
+        model = self.plane.model(name)  # a model not served here: 404, before the body is read
+        labels = parse_labels(await _body(request))
+        loop = asyncio.get_running_loop()
+        try:
+            accepted = await loop.run_in_executor(
+                None, self.desk.submit, name, labels, model.classes, feedback_id
+            )
+        except InferenceLogError as exc:
+            return responses.json_response({"error": f"feedback: not recorded, nothing was kept: {exc}"}, 503)
+        body = {"model_name": name, "feedback_id": feedback_id, "written": accepted.written,
+                "repeated": accepted.repeated}  # fmt: skip
+        return responses.json_response(body, headers={"x-request-id": feedback_id})
 
     # --- the OIP model repository extension -------------------------------------------------------------
 
