@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skmetrics
 
-from models.inference_records import read_records
+from models.inference_records import feedback_labels, read_records
 from models.profile import Drift, LiveProfile
 
 LATENCY_SAMPLE = 10_000
@@ -41,7 +41,16 @@ class MonitorThresholds(BaseModel):
     max_error_rate: float = Field(default=0.05, ge=0, le=1, description="Refused requests / all requests.")
     latency_p99_ms: float = Field(default=250, gt=0, description="Model time per request, p99.")
     max_metric_drop: float = Field(
-        default=0.05, ge=0, description="Live metric worse than the gate's by more."
+        default=0.05, ge=0, description="Live metric worse than the gate's by more (metrics not below)."
+    )
+    max_regression: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.005, "accuracy": 0.01},
+        description="Metric -> the gate's own regression tolerance: a live metric worse than the version's "
+        "held-out one by more is a breach (set it to the gate's max_regression).",
+    )
+    min_labels: int = Field(default=100, ge=1, description="Fewer labelled rows: report live metrics only.")
+    label_window_h: float = Field(
+        default=72.0, gt=0, description="Labels arriving late count for requests answered this far back."
     )
 
 
@@ -89,6 +98,7 @@ class MonitorReport:
     slices: list[tuple[float, dict[str, float]]]  # slice start -> feature -> PSI
     live_metrics: dict[str, tuple[float, float | None]]  # metric -> (live, gate)
     breaches: list[str]
+    labelled: int = 0  # rows with a ground-truth label the live metrics are computed from
 
     @property
     def error_rate(self) -> float:
@@ -149,8 +159,9 @@ def live_metrics(
 
 def judge(report_parts: dict[str, Any], thresholds: MonitorThresholds) -> list[str]:
     """The breaches, each naming what crossed which threshold."""
+    live = judge_live(report_parts["live_metrics"], report_parts.get("labelled", 0), thresholds)
     if report_parts["rows"] < thresholds.min_rows:
-        return []
+        return live  # labels that came late judge requests of earlier windows
     breaches = [
         f"drift {d.name}: PSI {d.psi:.3f} > {thresholds.psi}, {d.test} p={d.p_value:.2g} "
         f"< {thresholds.p_value}"
@@ -165,14 +176,28 @@ def judge(report_parts: dict[str, Any], thresholds: MonitorThresholds) -> list[s
     p99 = report_parts["latency_p99_ms"]
     if p99 is not None and p99 > thresholds.latency_p99_ms:
         breaches.append(f"latency p99 {p99:.1f} ms > {thresholds.latency_p99_ms} ms")
-    for name, (live, gate) in report_parts["live_metrics"].items():
+    return breaches + live
+
+
+def judge_live(
+    metrics: Mapping[str, tuple[float, float | None]], labelled: int, thresholds: MonitorThresholds
+) -> list[str]:
+    """Live metrics worse than the version's held-out ones beyond the gate's tolerance (``max_regression``;
+    ``max_metric_drop`` for the others, relative for error metrics), from ``min_labels`` labelled rows."""
+    if labelled < thresholds.min_labels:
+        return []
+    breaches = []
+    for name, (live, gate) in metrics.items():
         if gate is None:
             continue
-        worse = gate - live if name in {"accuracy", "f1", "roc_auc", "r2"} else live - gate
-        if worse > thresholds.max_metric_drop * (
-            1 if name in {"accuracy", "f1", "roc_auc", "r2"} else abs(gate)
-        ):
-            breaches.append(f"live {name} {live:.4f} vs gate {gate:.4f}")
+        higher_is_better = name in {"accuracy", "f1", "roc_auc", "r2"}
+        worse = gate - live if higher_is_better else live - gate
+        tolerance = thresholds.max_regression.get(name)
+        if tolerance is None:
+            tolerance = thresholds.max_metric_drop * (1 if higher_is_better else abs(gate))
+        if worse > tolerance:
+            breaches.append(f"live {name} {live:.4f} vs gate {gate:.4f} ({labelled} labelled rows, "
+                            f"tolerance {tolerance:g})")  # fmt: skip
     return breaches
 
 
@@ -187,10 +212,16 @@ def monitor_window(
     until: float,
     thresholds: MonitorThresholds,
     labels: Path | None = None,
+    feedback: Path | None = None,
     slices: int = 6,
 ) -> MonitorReport:
+    """The window ``[since, until)`` of a version's inference log; live metrics over the rows labelled by
+    the labels file and the feedback log, for requests answered from ``thresholds.label_window_h`` before
+    ``until`` (labels come late)."""
     task = profile["task"]
     labelled = _labels(labels)
+    if feedback is not None:
+        labelled.update(feedback_labels(feedback, model=model))
     total = LiveProfile(profile)
     per_slice = [LiveProfile(profile, seed=i + 1) for i in range(slices)]
     width = max((until - since) / slices, 1e-9)
@@ -214,12 +245,14 @@ def monitor_window(
             for chunk, part in zip(chunks, per_slice, strict=True):
                 chunk.flush_into(total, part)
         if labelled:
-            for row in _rows(record, task):
-                key = (record["request_id"], row["row"])
-                if key in labelled:
-                    window.labelled.append((labelled[key], row["prediction"], row["probabilities"]))
+            _join_labels([record], labelled, task, window)
     for chunk, part in zip(chunks, per_slice, strict=True):
         chunk.flush_into(total, part)
+    if labelled:  # the requests before the window whose labels came since
+        earlier = read_records(
+            log_dir, since=until - thresholds.label_window_h * 3600, until=since, version=version
+        )
+        _join_labels(earlier, labelled, task, window)
     p50, p99 = _percentiles(window.latencies)
     parts: dict[str, Any] = {
         "rows": window.rows,
@@ -228,6 +261,7 @@ def monitor_window(
         "error_rate": window.errors / window.requests if window.requests else 0.0,
         "latency_p99_ms": p99,
         "live_metrics": live_metrics(window.labelled, task, gate_metrics),
+        "labelled": len(window.labelled),
     }
     return MonitorReport(
         model=model,
@@ -243,8 +277,21 @@ def monitor_window(
         prediction=parts["prediction"],
         slices=list(zip([since + i * width for i in range(slices)], _slice_psi(per_slice), strict=True)),
         live_metrics=parts["live_metrics"],
+        labelled=parts["labelled"],
         breaches=judge(parts, thresholds),
     )
+
+
+def _join_labels(
+    records: Iterable[dict[str, Any]], labelled: Mapping[tuple[str, int], Any], task: str, window: _Window
+) -> None:
+    for record in records:
+        if record.get("probe") or "error" in record:  # a shadow's own answers are judged as its version's
+            continue
+        for row in _rows(record, task):
+            key = (record["request_id"], row["row"])
+            if key in labelled:
+                window.labelled.append((labelled[key], row["prediction"], row["probabilities"]))
 
 
 def _sample(reservoir: list[float], value: float, seen: int, rng: np.random.Generator) -> None:
@@ -311,7 +358,8 @@ def to_markdown(report: MonitorReport) -> str:
             f"`{sparkline(d.live)}` | `{trend}` |"
         )
     if report.live_metrics:
-        lines += ["", "| live metric | live | gate |", "|---|---|---|"]
+        lines += ["", f"Live metrics from {report.labelled} labelled rows (labels file and feedback).", ""]
+        lines += ["| live metric | live | gate |", "|---|---|---|"]
         lines += [
             f"| {name} | {live:.4f} | {'-' if gate is None else f'{gate:.4f}'} |"
             for name, (live, gate) in report.live_metrics.items()
@@ -371,6 +419,8 @@ def record_report(client: Any, settings: Any, report: MonitorReport, triggered: 
             "verdict": "breach" if report.breaches else "ok",
             "breaches": "; ".join(report.breaches)[:4900] or "none",
             "triggered_flow_run": triggered or "none",
+            "window.since": f"{report.since:.3f}",  # what ``mlops trace`` matches a request's time against
+            "window.until": f"{report.until:.3f}",
         },
     )
     run_id = run.info.run_id
@@ -381,6 +431,7 @@ def record_report(client: Any, settings: Any, report: MonitorReport, triggered: 
         "prediction_psi": report.prediction.psi,
         **{f"psi.{d.name}": d.psi for d in report.features},
         **{f"live.{name}": live for name, (live, _) in report.live_metrics.items()},
+        "live.labelled_rows": report.labelled,
     }
     if report.latency_p99_ms is not None:
         values["latency_p99_ms"] = report.latency_p99_ms

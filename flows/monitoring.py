@@ -46,6 +46,7 @@ def monitor_version(
         until=until,
         thresholds=thresholds,
         labels=Path(labels_path) if labels_path else None,
+        feedback=settings.feedback_log_dir,
     )
     create_markdown_artifact(
         monitor.to_markdown(report),
