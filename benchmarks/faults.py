@@ -13,6 +13,9 @@ as a client would have). Then, one after the other:
   to a copy of the served version whose ONNX file is garbage, then to one whose ONNX file was deleted.
 * **inference log unwritable**: every worker's file-size limit (RLIMIT_FSIZE) set below its log
   segment's size, so each log ``write`` fails with EFBIG as on a full disk; then lifted.
+* **inference log unwritable, fail closed**: the same fault on the service restarted with
+  ``MLOPS_INFERENCE_LOG_POLICY=fail_closed``: answers the log cannot record are refused (503, a clear
+  error) instead of going out unlogged; nothing answered is missing from the log.
 * **registry unreachable**: the tracking server killed for ``--registry-down-s``; a pipeline run started
   while it is down fails its registry check with a clear message, retries, and succeeds once it is back.
 * **Prefect worker killed mid-run**: SIGKILL to a Prefect worker and its flow-run process right after the
@@ -319,6 +322,44 @@ def log_unwritable(rig: Rig, seconds: float) -> FaultResult:
     )
 
 
+FAIL_CLOSED = "inference log unwritable, policy fail_closed"
+
+
+def log_unwritable_fail_closed(rig: Rig, plan: Plan, body: dict[str, Any], workdir: Path) -> FaultResult:
+    """The log fault again, on the service restarted to fail closed, under a load of its own."""
+    rig.service.stop()
+    rig.settings = rig.settings.model_copy(update={"inference_log_policy": "fail_closed"})
+    os.environ.update(rig.settings.to_env())
+    service = rig.service
+    service.start()
+    service.wait_ready()
+    load = spawn_load(f"{service.url}/predict", body, workdir / "load-closed.jsonl", 600, plan.connections,
+                      retries=1, rate=plan.rate)  # fmt: skip
+    try:
+        time.sleep(2)
+        pids = serving_workers(service)
+        started = time.time()
+        set_file_size_limit(pids, 1)
+        try:
+            time.sleep(plan.log_fault_s)
+        finally:
+            set_file_size_limit(pids, resource.RLIM_INFINITY)
+        ended = time.time()
+        time.sleep(2)
+    finally:
+        outcomes = load.finish()
+    result = FaultResult(FAIL_CLOSED, started, ended, None, "refusals while the log cannot be written", "")
+    account([result], outcomes, logged_request_ids(rig.settings.inference_log_dir))
+    refused = [o for o in outcomes if started <= o["started"] <= ended and o["status"] != 200]
+    statuses = sorted({o["status"] for o in refused})
+    said = sum("records are mandatory" in (o.get("error") or "") for o in refused)
+    result.notes = (
+        f"{len(refused)} refused with {statuses or 'nothing'}, {said} saying why (records are mandatory); "
+        "none answered unlogged; answering again once the log was writable"
+    )
+    return result
+
+
 def registry_down(rig: Rig, seconds: float, retry_delay_s: float) -> FaultResult:
     """Kill the tracking server for ``seconds``; a pipeline started meanwhile retries and succeeds."""
     from flows.tracking import RegistryUnavailableError, registry_reachable
@@ -557,6 +598,7 @@ class Plan:
     connections: int
     swap_poll_s: float
     prefect_worker: bool = True
+    fail_closed: bool = True  # the log fault once more on a service that fails closed
     rate: float | None = None  # requests per second over all connections (open loop); None: back to back
 
 
@@ -603,12 +645,20 @@ def run_faults(rig: Rig, plan: Plan, body: dict[str, Any], workdir: Path) -> lis
     whole.notes = f"{counted} log write failures counted in all by mlops_inference_log_failures_total" + (
         "; failed: " + "; ".join(failures[:5]) if failures else ""
     )
-    return [*results, whole]
+    results.append(whole)
+    if plan.fail_closed:
+        results.append(log_unwritable_fail_closed(rig, plan, body, workdir))
+    return results
 
 
 def check(results: list[FaultResult]) -> list[str]:
     """The properties every fault must keep; empty when all hold."""
     problems = []
+    closed = [r for r in results if r.fault == FAIL_CLOSED]
+    for r in closed:  # its refusals are the policy; what it must never do is answer unlogged
+        if r.failed == 0 or r.not_logged or r.lost:
+            problems.append(f"{r.fault}: {r.failed} refused, {r.not_logged} unlogged, {r.lost} lost")
+    results = [r for r in results if r.fault != FAIL_CLOSED]
     for r in results:
         if r.failed:  # the client's one retry covers a killed worker's connections
             problems.append(f"{r.fault}: {r.failed} failed requests")

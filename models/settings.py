@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,10 @@ class Settings(BaseSettings):
     inference_log_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Segment rotation size.")
     feedback_window_h: float = Field(
         default=72.0, gt=0, description="Labels are taken for requests answered within this many hours."
+    )
+    inference_log_policy: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open",
+        description="When a record cannot be written: answer marked logged: false, or refuse with 503.",
     )
     log_compact_after_days: float = Field(
         default=7.0, ge=0, description="Sealed log segments older than this are compacted into Parquet."

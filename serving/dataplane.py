@@ -66,6 +66,10 @@ class ModelNotReady(DataPlaneError):  # noqa: N818
     """No model is loaded yet (the worker is starting): retry when ready."""
 
 
+class RecordNotWritten(DataPlaneError):  # noqa: N818
+    """The inference log could not record the answer, and the policy is to fail closed: it is withheld."""
+
+
 class VersionConflict(DataPlaneError):  # noqa: N818
     """The version is registered but cannot be served (it did not pass its gate, or failed to load)."""
 
@@ -142,9 +146,10 @@ def parse_json(body: bytes) -> Any:
 
 
 class DataPlane:
-    def __init__(self, repository: Repository, log: InferenceLog) -> None:
+    def __init__(self, repository: Repository, log: InferenceLog, *, fail_closed: bool = False) -> None:
         self.repository = repository
         self.log = log
+        self.fail_closed = fail_closed  # an answer the log cannot record is refused (503), not sent unlogged
         self.inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         # versions asked for by path load one at a time, off the event loop
         self.load_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="version-loader")
@@ -477,10 +482,16 @@ class DataPlane:
                 probe=probe,
                 role=role,
             )
-        except InferenceLogError:
-            # Policy: the prediction is still served; the failure is counted (metric and header) so
-            # served == logged + failed reconciles afterwards.
+        except InferenceLogError as exc:
+            # Policy fail_open (the default): the prediction is still served; the failure is counted
+            # (metric and ``logged: false``) so served == logged + failed reconciles afterwards. Policy
+            # fail_closed: the answer is withheld with a 503 (a shadow's copy is never answered anyway).
             metrics.log_failure()
+            if self.fail_closed and role != SHADOW:
+                raise RecordNotWritten(
+                    f"inference log: this answer could not be recorded ({exc}), so it is withheld: records "
+                    "are mandatory here (MLOPS_INFERENCE_LOG_POLICY=fail_closed); retry later"
+                ) from None
             return False
         return True
 

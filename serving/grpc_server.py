@@ -35,6 +35,7 @@ from serving.dataplane import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    RecordNotWritten,
     VersionConflict,
 )
 from serving.grpc_v2 import grpc_predict_v2_pb2 as pb
@@ -61,6 +62,7 @@ CODES = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    RecordNotWritten: grpc.StatusCode.UNAVAILABLE,
     VersionConflict: grpc.StatusCode.FAILED_PRECONDITION,
 }
 # Recorded refusals keep REST's statuses, so the monitored error rate reads one vocabulary.

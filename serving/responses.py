@@ -17,6 +17,7 @@ from serving.dataplane import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    RecordNotWritten,
     VersionConflict,
 )
 from serving.feedback import LabelConflict, TooManyLabels, UnknownRequest
@@ -30,6 +31,7 @@ STATUS = {
     ModelNotFound: 404,
     VersionConflict: 409,
     ModelNotReady: 503,
+    RecordNotWritten: 503,
     LabelConflict: 409,
     TooManyLabels: 413,
     UnknownRequest: 422,

@@ -159,7 +159,9 @@ class ModelService:
             budget_mib=settings.version_budget_mib,
             on_event=metrics.alias_event,
         )
-        self.plane = DataPlane(repository, log).bind()
+        self.plane = DataPlane(
+            repository, log, fail_closed=settings.inference_log_policy == "fail_closed"
+        ).bind()
         self.desk = FeedbackDesk(
             settings.inference_log_dir,
             settings.feedback_log_dir,
@@ -282,7 +284,10 @@ class ModelService:
         """Rows of named features; concurrent requests are batched into one model call."""
         if not self.plane.ready:
             raise bentoml.exceptions.ServiceUnavailable("model: not loaded yet")
-        return self.plane.predict_rows(rows)
+        try:
+            return self.plane.predict_rows(rows)
+        except dataplane.RecordNotWritten as exc:
+            raise bentoml.exceptions.ServiceUnavailable(str(exc)) from None
 
     # --- ground truth for earlier answers ---------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 One system (``mlflow server`` as registry, ``bentoml serve`` with two workers, a separate load process)
 takes, in turn: a killed serving worker, a corrupted and a missing model artifact behind ``champion``, an
-unwritable inference log, and the registry down for a while with a pipeline started meanwhile. A second
+unwritable inference log, and the registry down for a while with a pipeline started meanwhile; then the
+service restarted to fail closed takes the unwritable log again. A second
 test kills a Prefect worker mid-run on a real Prefect server and reruns.
 """
 
@@ -40,7 +41,10 @@ def test_serving_faults_under_load_fail_no_request_and_lose_no_record(
     assert faults.check(results) == []
     assert all(r.sent > 0 for r in results), results
     assert by_fault["inference log unwritable"].not_logged > 0  # the fault happened, and was counted
-    whole = results[-1]
+    closed = by_fault[faults.FAIL_CLOSED]  # the same fault, the other policy: refused, never unlogged
+    assert closed.failed > 0 and closed.not_logged == 0 and closed.lost == 0, closed
+    assert f"{closed.failed} refused with [503], {closed.failed} saying why" in closed.notes, closed
+    whole = next(r for r in results if r.fault.startswith("whole run"))
     assert whole.failed == 0 and whole.lost == 0, whole
     worker = by_fault["serving worker killed"]
     assert worker.outage_s is not None and worker.outage_s < 60, worker
