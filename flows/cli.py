@@ -332,6 +332,25 @@ def _fault(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(settings: Settings, args: argparse.Namespace) -> int:
+    from flows import trace
+    from flows.tracking import connect
+
+    found = trace.collect(settings, args.request_id, connect(settings))
+    print(found.to_json() if args.json else "\n".join(trace.lines(found)))
+    return 0 if found.found else 1
+
+
+def _card(settings: Settings, args: argparse.Namespace) -> int:
+    from flows import card
+    from flows.tracking import connect
+
+    published = card.regenerate(connect(settings), settings, args.version, args.reason)
+    print(published.text)
+    print(f"\n» logged as {published.uri}", file=sys.stderr)
+    return 0
+
+
 def _verify_log(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -442,6 +461,16 @@ def parser() -> argparse.ArgumentParser:
     split.add_argument("--clear", action="store_true", help="both shares to 0, then both roles' aliases go")
     split.add_argument("--by", default=os.environ.get("USER", "cli"), help="who sets it (recorded)")
     split.add_argument("--reason", default="set from the command line", help="why (recorded)")
+    trace = commands.add_parser(
+        "trace", help="from a request id to the version, run, data, checks and decisions behind the answer"
+    )
+    trace.add_argument("request_id", help="the x-request-id of an answer (or a batch id)")
+    trace.add_argument("--json", action="store_true", help="JSON instead of text")
+    card = commands.add_parser(
+        "card", help="regenerate a version's technical documentation (Annex IV) from the registry; print it"
+    )
+    card.add_argument("version")
+    card.add_argument("--reason", default="asked for from the command line", help="recorded in it")
     verify = commands.add_parser(
         "verify-log", help="check the inference and feedback logs' hash chains; name the first broken record"
     )
@@ -509,6 +538,10 @@ def dispatch(settings: Settings, args: argparse.Namespace, prefect: TemporarySer
         return _stop(settings)
     if args.command == "split":
         return _split(settings, args)
+    if args.command == "card":
+        return _card(settings, args)
+    if args.command == "trace":
+        return _trace(settings, args)
     if args.command == "verify-log":
         return _verify_log(settings, args)
     if args.command == "maintain-log":

@@ -27,7 +27,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows import promote, rollout, split
+from flows import card, promote, rollout, split
 from flows.analysis import analyse
 from flows.checks import DeployChecks
 from flows.gate import GateConfig, GateResult, LiveThresholds
@@ -40,9 +40,9 @@ from models.registry import CANARY, CHAMPION, SHADOW, Tag
 from models.settings import Settings
 
 Strategy = Literal["direct", "shadow", "canary", "shadow-then-canary"]
-RELEASE_VERDICT = "release.verdict"
-RELEASE_FAILED = "release.failed_checks"
-RELEASE_RUN = "release.run_id"
+RELEASE_VERDICT = Tag.RELEASE_VERDICT
+RELEASE_FAILED = Tag.RELEASE_FAILED
+RELEASE_RUN = Tag.RELEASE_RUN
 
 
 class ReleaseFailedError(RuntimeError):
@@ -180,6 +180,7 @@ def record(settings: Settings, registry: Registry, release: Release, verdict: st
         release.version,
         {RELEASE_VERDICT: verdict, RELEASE_FAILED: "; ".join(reasons) or "none", RELEASE_RUN: run_id},
     )
+    card.refresh(client, settings, release.version, event=f"its release ({release.strategy}): {verdict}")
     create_markdown_artifact(
         release.to_markdown(verdict),
         key=artifact_key("release-report", settings.model_name),

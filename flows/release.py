@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows import deploy, promote, rollout
+from flows import card, deploy, promote, rollout
 from flows.checks import DeployChecks, Replica
 from flows.gateway import gateway
 from flows.runs import artifact_key, log_stage
@@ -40,6 +40,8 @@ def promote_version(
         expected_champion=expected_champion,
     )
     log_stage("promote", "version=%s verdict=champion previous=%s by=%s", version, previous, decision.by)
+    event = f"its promotion by {decision.by}"
+    card.refresh(gateway(settings).client, settings, version, previous, event=event)
     return previous
 
 
@@ -87,7 +89,13 @@ def deploy_version(
 ) -> rollout.DeploymentRecord:
     """Make the replicas serve ``version`` and prove it; roll back automatically if any check fails."""
     plan = _rollout(settings, replicas_for(settings, target, replica_urls), checks)
-    return plan.deploy(version, triggered_by, expected_champion)
+    try:
+        entry = plan.deploy(version, triggered_by, expected_champion)
+    except rollout.DeploymentFailedError:  # failed its checks, and was rolled back where it could be
+        refresh_after_rollback(settings, version, f"a failed deploy of v{version} ({triggered_by})")
+        raise
+    card.refresh(gateway(settings).client, settings, version, event=f"its deploy ({triggered_by})")
+    return entry
 
 
 @task(cache_policy=NONE)
@@ -100,7 +108,23 @@ def rollback_version(
     triggered_by: str,
 ) -> rollout.DeploymentRecord:
     plan = _rollout(settings, replicas_for(settings, target, replica_urls), checks)
-    return plan.rollback(to_version or plan.previous_live(), triggered_by)
+    current = _champion(settings)
+    try:
+        return plan.rollback(to_version or plan.previous_live(), triggered_by)
+    finally:
+        refresh_after_rollback(settings, current, f"a rollback ({triggered_by})")
+
+
+def _champion(settings: Settings) -> str | None:
+    try:
+        return gateway(settings).alias(CHAMPION)
+    except Exception:  # noqa: BLE001 - only the documents to regenerate depend on it
+        return None
+
+
+def refresh_after_rollback(settings: Settings, version: str | None, event: str) -> None:
+    """The documents of the version rolled back from and of the champion now (a warning if they fail)."""
+    card.refresh(gateway(settings).client, settings, version, _champion(settings), event=event)
 
 
 @flow(name="promote")

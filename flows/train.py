@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import mlflow.sklearn
@@ -14,11 +16,11 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
-from models.datasets import DEMO_PREFIX, Split
+from models.datasets import DEMO_PREFIX, Split, digest
 from models.metrics import evaluate
 from models.profile import build_profile
 from models.recipes import SKOPS_TRUSTED_TYPES, build_pipeline
-from models.registry import PROFILE_ARTIFACT, SKLEARN_ARTIFACT_NAME, Tag
+from models.registry import PROFILE_ARTIFACT, SKLEARN_ARTIFACT_NAME, VALIDATION_ARTIFACT, Tag
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ def track_training(
     validation: str,
     git_commit: str,
     fit_seconds: float | None = None,
+    validation_report: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Log params, metrics, the dataset, provenance and the model with its signature in one run."""
     spec = split.spec
@@ -85,13 +88,18 @@ def track_training(
             }
         )
         for frame, context in ((split.train, "training"), (split.holdout, "holdout")):
+            # one digest vocabulary: the run's datasets carry the digest of their split, as
+            # data.digest on the version is the digest (models/datasets.py) of the whole validated table
             dataset = from_pandas(
                 frame,
                 source=dataset_source(data_source),
                 name=f"{spec.name}-{data_digest}",
                 targets=spec.target,
+                digest=digest(frame),
             )
             mlflow.log_input(dataset, context=context)
+        if validation_report is not None:  # every expectation and what was observed, for mlops trace
+            mlflow.log_dict(dict(validation_report), VALIDATION_ARTIFACT)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         if fit_seconds is not None:
             mlflow.log_metric("fit_seconds", fit_seconds)

@@ -85,7 +85,12 @@ def validate_data(source: str, spec: datasets.DatasetSpec) -> tuple[pd.DataFrame
 
 @task(cache_policy=NONE)
 def train_model(
-    split: datasets.Split, recipe: str, source: str, data_digest: str, validation: str, settings: Settings
+    split: datasets.Split,
+    recipe: str,
+    source: str,
+    data_digest: str,
+    validation: validate.ValidationReport,
+    settings: Settings,
 ) -> tuple[train.TrainResult, Pipeline]:
     registry = gateway(settings)
     began = time.perf_counter()
@@ -98,7 +103,8 @@ def train_model(
         experiment_id=registry.experiment(),
         data_source=source,
         data_digest=data_digest,
-        validation=validation,
+        validation=validation.summary,
+        validation_report=validation.to_dict(),
         git_commit=git_commit(),
         fit_seconds=fit_seconds,
     )
@@ -188,15 +194,18 @@ def run_gate(
 
 
 @task(cache_policy=NONE)
-def write_model_card(settings: Settings, facts: card.CardFacts) -> str:
-    uri = card.log_model_card(gateway(settings).client, facts)
-    create_markdown_artifact(
-        card.model_card(facts),
-        key=artifact_key("model-card", settings.model_name),
-        description=f"Model card for {settings.model_name} v{facts.version}",
+def write_model_card(settings: Settings, version: str, outcome: str) -> str:
+    """The version's technical documentation, from what the registry now holds (``flows/card.py``)."""
+    published = card.regenerate(
+        gateway(settings).client, settings, version, f"the training pipeline ({outcome})"
     )
-    log_stage("card", "version=%s card=%s", facts.version, uri)
-    return uri
+    create_markdown_artifact(
+        published.text,
+        key=artifact_key("model-card", settings.model_name),
+        description=f"Model card for {settings.model_name} v{version}",
+    )
+    log_stage("card", "version=%s card=%s", version, published.uri)
+    return published.uri
 
 
 def check_parameters(spec: datasets.DatasetSpec, recipe: str, config: gate.GateConfig) -> None:
@@ -313,7 +322,7 @@ def training_pipeline(
     frame, report = validate_data(data_source, spec)
     split = datasets.split(frame, spec)
     data_digest = datasets.digest(frame)
-    trained, pipeline = train_model(split, recipe, data_source, data_digest, report.summary, settings)
+    trained, pipeline = train_model(split, recipe, data_source, data_digest, report, settings)
     commit = git_commit()
     tags = register.lineage_tags(
         trained,
@@ -331,43 +340,25 @@ def training_pipeline(
     gated = gate_and_promote(candidate, config, promotion, approval_timeout_s)
     verdict, decision = gated.verdict, gated.decision
 
-    facts = card.CardFacts(
-        model_name=settings.model_name,
-        version=version,
-        run_id=run_id,
-        recipe=get_recipe(recipe),
-        spec=spec,
-        data_source=data_source,
-        data_digest=data_digest,
-        rows=len(frame),
-        validation=report.summary,
-        git_commit=commit,
-        metrics=trained.metrics,
-        champion=gated.champion,
-        gate=verdict,
-        conversion=conversion,
-        decision=decision,
-    )
-
     def result(
         outcome: str, reasons: list[str], champion_version: str | None, url: str | None
     ) -> PipelineResult:
         return PipelineResult(settings.model_name, version, run_id, outcome, reasons, champion_version, url)
 
     if not verdict.passed:
-        write_model_card(settings, facts)
+        write_model_card(settings, version, "rejected by the gate")
         message = f"v{version} rejected by the gate: " + "; ".join(verdict.reasons)
         return ended("Rejected", message, result("rejected", verdict.reasons, None, None))
     if decision is None:
-        write_model_card(settings, facts)
+        write_model_card(settings, version, "challenger, not offered for promotion")
         return result("challenger", [], None, None)
     if not decision.approved:
         approval.record_declined(settings, version, decision)
-        write_model_card(settings, facts)
+        write_model_card(settings, version, "declined")
         message = f"v{version} not promoted: {decision.by}: {decision.reason}"
         return ended("Declined", message, result("declined", [decision.reason], None, None))
 
-    write_model_card(settings, facts)
+    write_model_card(settings, version, "promoted")
     if deploy_target == "none":
         return result("champion", [], version, None)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,11 @@ class ValidationReport:
     def summary(self) -> str:
         total = len(self.outcomes)
         return f"{total - len(self.failures)}/{total} expectations passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every expectation and what was observed, with the verdict (logged with the training run)."""
+        return {"dataset": self.dataset, "rows": self.rows, "passed": self.passed, "summary": self.summary,
+                "outcomes": [asdict(o) for o in self.outcomes]}  # fmt: skip
 
     def to_markdown(self) -> str:
         verdict = "passed" if self.passed else "FAILED"

@@ -39,6 +39,9 @@ class Tag:
     MONITOR_LAST: Final = "monitor.last"
     DEPLOYMENT_STATUS: Final = "deployment.status"
     DEPLOYMENT_REASON: Final = "deployment.reason"
+    RELEASE_VERDICT: Final = "release.verdict"  # the last release's verdict: "promoted" or "rolled_back"
+    RELEASE_FAILED: Final = "release.failed_checks"
+    RELEASE_RUN: Final = "release.run_id"
 
     @staticmethod
     def gate_check(name: str) -> str:
@@ -56,5 +59,6 @@ class ModelTag:
 GOLDEN_ARTIFACT: Final = "golden/golden.json"
 MODEL_CARD_ARTIFACT: Final = "model_card.md"
 PROFILE_ARTIFACT: Final = "profile/reference.json"
+VALIDATION_ARTIFACT: Final = "validation/report.json"  # the data validation's every expectation
 ONNX_ARTIFACT_NAME: Final = "onnx"
 SKLEARN_ARTIFACT_NAME: Final = "model"

@@ -38,6 +38,8 @@ WAITING_LANE = (
     "tests/flows/test_monitor.py",
     "tests/flows/test_pipeline.py",
     "tests/flows/test_promotion.py",
+    "tests/flows/test_card.py",
+    "tests/integration/test_mlflow_ui.py",
     "tests/integration/test_readme_commands.py",
     "tests/integration/test_stack.py",
     "tests/integration/test_postgres.py",

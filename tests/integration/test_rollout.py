@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow import MlflowClient
 
 from flows import rollout
 from flows.checks import DeployChecks
@@ -17,7 +18,8 @@ from flows.release import deploy_flow, promote_flow, rollback_flow
 from flows.tracking import alias_version, connect
 from flows.training import training_pipeline
 from models import datasets
-from models.registry import CHAMPION, Tag
+from models.registry import CHAMPION, MODEL_CARD_ARTIFACT, Tag
+from models.settings import Settings
 from tests.conftest import make_settings
 from tests.integration.conftest import use
 from tests.integration.load import finish_load, start_load
@@ -108,6 +110,11 @@ def test_every_fault_is_rolled_back_under_load_with_no_failed_request(
     assert all(entry["restore_s"] < 10 for entry in report.values()), report
 
 
+def model_card(client: MlflowClient, settings: Settings, version: str) -> str:
+    run_id = client.get_model_version(settings.model_name, version).tags[Tag.RUN_ID]
+    return Path(client.download_artifacts(run_id, MODEL_CARD_ARTIFACT)).read_text()
+
+
 def test_manual_rollback_to_the_previous_or_a_named_version(service: LocalService) -> None:
     settings = service.settings
     client = connect(settings)
@@ -117,6 +124,11 @@ def test_manual_rollback_to_the_previous_or_a_named_version(service: LocalServic
     assert "rollback" in summary and "v2 -> v1" in summary and "ana" in summary
     assert served_version(service.url, settings.model_name) == "1"
     assert alias_version(client, settings.model_name, CHAMPION) == "1"
+    back, away = model_card(client, settings, "1"), model_card(client, settings, "2")  # both regenerated
+    assert "after a rollback (rollback by ana: customer report)" in back and "- deployment: live" in back
+    assert "| rollback | rollback v2 -> v1 by rollback by ana: customer report: passed |" in back
+    assert "| champion moved away | rollback v2 -> v1 by rollback by ana" in away
+    assert "| deploy | deploy v1 -> v2 by pipeline: passed |" in away and "- deployment: retired" in away
     rollback_flow(requested_by="ana", reason="fixed", to_version="2", deploy_checks=FAST)
     assert served_version(service.url, settings.model_name) == "2"
     assert rollout.history(client, settings.model_name) == ["1", "2", "1", "2"]
