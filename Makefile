@@ -92,7 +92,7 @@ format: setup ## ruff format and ruff check --fix
 
 protos: setup ## regenerate serving/grpc_v2 from the Open Inference Protocol's grpc_predict_v2.proto
 	$(RUN) python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
-		serving/grpc_v2/grpc_predict_v2.proto
+		serving/grpc_v2/grpc_predict_v2.proto serving/grpc_v2/feedback.proto
 	# a pool of its own: Triton's client defines the same package (inference.*) in the default one
 	sed -i 's/_descriptor_pool.Default().AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' \
 		serving/grpc_v2/grpc_predict_v2_pb2.py

@@ -15,6 +15,9 @@ verdict as the promotion gate's, thresholds from ``GateConfig.live``:
   ``max_probability_distance``;
 - ``live.prediction_psi``: the PSI between the two versions' predictions in the window (labels' shares, or
   the champion's quintiles for a regression), at most ``max_prediction_psi``;
+- ``live.quality``: where feedback labels came for the window's requests, the challenger's accuracy (or
+  mean absolute error) on its labelled rows against the champion's on theirs, no worse than
+  ``max_quality_drop`` (relative for an error), judged from ``min_labels`` labelled rows on each side;
 - ``live.input_psi`` (canary: its own requests): the largest PSI over the features of the inputs it received
   against the champion's, at most ``max_input_psi`` (its requests a fair sample of the traffic).
 
@@ -136,8 +139,45 @@ def agreement(ours: Side, theirs: Side, tolerance: float) -> tuple[int, float, f
     return rows, share, (float(np.mean(distances)) if distances else None)
 
 
+def labelled_quality(side: Side, labels: Mapping[tuple[str, int], Any]) -> tuple[int, float | None, bool]:
+    """(labelled rows, accuracy or mean absolute error on them, whether it is an accuracy)."""
+    hits: list[float] = []
+    classification = True
+    for request_id, outputs in side.by_request.items():
+        classification = is_classification(outputs)
+        values = outputs["label"] if classification else outputs[next(iter(outputs))]
+        for row, value in enumerate(values):
+            truth = labels.get((request_id, row))
+            if truth is not None:
+                hits.append(float(value == truth) if classification else abs(float(value) - float(truth)))
+    return len(hits), (float(np.mean(hits)) if hits else None), classification
+
+
+def quality_check(
+    ours: Side, theirs: Side, labels: Mapping[tuple[str, int], Any], live: LiveThresholds
+) -> Check:
+    mine, champion_value, classification = labelled_quality(ours, labels)
+    rows, value, _ = labelled_quality(theirs, labels)
+    name = "accuracy" if classification else "mean absolute error"
+    if value is None or champion_value is None or min(rows, mine) < live.min_labels:
+        return Check("live.quality", f"not judged: {min(rows, mine)} labelled rows",
+                     f"judged from {live.min_labels} labelled rows a side", True)  # fmt: skip
+    if classification:
+        floor = champion_value - live.max_quality_drop
+        return Check("live.quality", f"{name} {value:.4f} (champion {champion_value:.4f})", f">= {floor:.4f}",
+                     value >= floor)  # fmt: skip
+    ceiling = champion_value * (1 + live.max_quality_drop)
+    return Check("live.quality", f"{name} {value:.4f} (champion {champion_value:.4f})", f"<= {ceiling:.4f}",
+                 value <= ceiling)  # fmt: skip
+
+
 def analyse(
-    records: Iterable[Mapping[str, Any]], champion: str, challenger: str, role: str, live: LiveThresholds
+    records: Iterable[Mapping[str, Any]],
+    champion: str,
+    challenger: str,
+    role: str,
+    live: LiveThresholds,
+    labels: Mapping[tuple[str, int], Any] | None = None,
 ) -> tuple[GateResult, dict[str, float]]:
     """The window's checks and its figures (for the release's MLflow run)."""
     if role not in (CANARY, SHADOW):
@@ -201,6 +241,7 @@ def analyse(
                 Check("live.input_psi", f"{value:.4f} ({feature})", f"<= {live.max_input_psi}",
                       math.isfinite(value) and value <= live.max_input_psi)
             )  # fmt: skip
+    checks.append(quality_check(ours, theirs, labels or {}, live))
     return GateResult(tuple(checks)), figures
 
 

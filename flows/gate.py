@@ -32,6 +32,14 @@ class LiveThresholds(BaseModel):
     min_distribution_rows: int = Field(
         default=100, ge=1, description="Rows per side from which the two PSI checks are judged."
     )
+    min_labels: int = Field(
+        default=50, ge=1, description="Labelled rows per side from which live quality is judged."
+    )
+    max_quality_drop: float = Field(
+        default=0.02,
+        ge=0,
+        description="Challenger accuracy below the champion's by more (an error: relatively more) fails.",
+    )
     max_input_psi: float = Field(
         default=0.25,
         ge=0,

@@ -35,7 +35,7 @@ from flows.gateway import Registry, gateway
 from flows.monitor import sparkline
 from flows.release import deploy_version, promote_version
 from flows.runs import artifact_key, log_stage
-from models.inference_records import read_records
+from models.inference_records import feedback_labels, read_records
 from models.registry import CANARY, CHAMPION, SHADOW, Tag
 from models.settings import Settings
 
@@ -150,7 +150,8 @@ def bake(
     time.sleep(bake_s)
     ended = time.time()
     records = read_records(settings.inference_log_dir, since=started, until=ended)
-    result, figures = analyse(records, release.champion, release.version, role, live)
+    labels = feedback_labels(settings.feedback_log_dir, model=settings.model_name)  # came for this window
+    result, figures = analyse(records, release.champion, release.version, role, live, labels)
     window = Window(role, share, started, ended, result, figures)
     verdict = "passed" if result.passed else "failed"
     log_stage("release", "window=%r verdict=%s %s", window.label, verdict, "; ".join(result.reasons) or "")

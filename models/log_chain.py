@@ -157,6 +157,10 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _gone(first: int, last: int) -> str:
+    return f"record seq {first} is missing" if first == last else f"records seq {first}..{last} are missing"
+
+
 def _broken_link(
     lines: Sequence[bytes], records: Sequence[dict[str, Any] | None], index: int, expected: int
 ) -> Problem:
@@ -169,7 +173,7 @@ def _broken_link(
                        f"record seq {seq} comes before seq {expected}")  # fmt: skip
     if isinstance(seq, int) and seq > expected:
         return Problem("removed", index + 1, record.get("request_id"),
-                       f"records seq {expected}..{seq - 1} before this one are missing")  # fmt: skip
+                       _gone(expected, seq - 1) + " before this one")  # fmt: skip
     if isinstance(seq, int) and seq < expected:
         return Problem("reordered", index + 1, record.get("request_id"),
                        f"record seq {seq} comes again after seq {expected - 1}")  # fmt: skip

@@ -13,10 +13,17 @@ REST error's words, recorded like REST's; every answer and refusal carries its r
 ``x-request-id`` metadata when it is one we keep) and an answer its model version and run id, in the
 response's ``parameters`` and in trailing metadata. ModelInfer needs ``authorization: Bearer <key>`` when an
 API key is set; TLS when a certificate is.
+
+Beside it, ``mlops.feedback.Feedback/Submit`` (``serving/grpc_v2/feedback.proto``) takes ground truth for
+earlier answers as the REST feedback route does, through the same checks and the same feedback log
+(``serving/feedback.py``): INVALID_ARGUMENT, NOT_FOUND (an unknown request id or model), ALREADY_EXISTS (a
+different label), RESOURCE_EXHAUSTED (too many labels), UNAVAILABLE (not recorded), the API key as for
+ModelInfer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -38,9 +45,19 @@ from serving.dataplane import (
     RecordNotWritten,
     VersionConflict,
 )
+from serving.feedback import (
+    FeedbackDesk,
+    Label,
+    LabelConflict,
+    TooManyLabels,
+    UnknownRequest,
+)
+from serving.grpc_v2 import feedback_pb2 as fb
+from serving.grpc_v2 import feedback_pb2_grpc as fb_grpc
 from serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving.http import REQUEST_ID, authorization_problem, expected_authorization
+from serving.inference_log import InferenceLogError
 from serving.protocol import WIRE_DTYPES, binary_output_tensor
 
 # The typed field of ``InferTensorContents`` that carries each datatype (FP16 travels only raw).
@@ -265,6 +282,64 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await _abort(context, code, message, (("x-request-id", request_id),))
 
 
+FEEDBACK_CODES = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    UnknownRequest: grpc.StatusCode.NOT_FOUND,
+    LabelConflict: grpc.StatusCode.ALREADY_EXISTS,
+    TooManyLabels: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def labels_of(request: fb.FeedbackRequest) -> list[Label]:
+    """The call's labels as the REST route reads them; a label with no value is refused."""
+    labels = []
+    for index, given in enumerate(request.labels):
+        kind = given.WhichOneof("value")
+        if kind is None:
+            raise InvalidInput(f"labels[{index}].label: missing")
+        if not given.request_id:
+            raise InvalidInput(f"labels[{index}].request_id: expected the request id of an answer")
+        labels.append(Label(given.request_id, given.row, getattr(given, kind)))
+    if not labels:
+        raise InvalidInput("labels: expected at least one")
+    return labels
+
+
+class FeedbackServicer(fb_grpc.FeedbackServicer):
+    """``Submit``: the REST feedback route's checks and log, over gRPC."""
+
+    def __init__(self, plane: DataPlane, desk: FeedbackDesk, expected: bytes | None = None) -> None:
+        self.plane, self.desk, self.expected = plane, desk, expected
+
+    async def Submit(  # noqa: N802 - the proto's name
+        self, request: fb.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> fb.FeedbackResponse:
+        metadata = metadata_of(context)
+        feedback_id = client_request_id(metadata) or uuid.uuid4().hex
+        trailing = (("x-request-id", feedback_id),)
+        if self.expected is not None:
+            problem = authorization_problem(metadata.get("authorization", "").encode(), self.expected)
+            if problem is not None:
+                await _abort(context, grpc.StatusCode.UNAUTHENTICATED, problem, trailing)
+        try:
+            model = self.plane.model(request.model_name)
+            labels = labels_of(request)
+            loop = asyncio.get_running_loop()
+            accepted = await loop.run_in_executor(
+                None, self.desk.submit, request.model_name, labels, model.classes, feedback_id
+            )
+        except DataPlaneError as exc:
+            await _abort(context, FEEDBACK_CODES.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc),
+                         trailing)  # fmt: skip
+        except InferenceLogError as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"feedback: not recorded: {exc}", trailing)
+        context.set_trailing_metadata(trailing)
+        return fb.FeedbackResponse(model_name=request.model_name, feedback_id=feedback_id,
+                                   written=accepted.written, repeated=accepted.repeated)  # fmt: skip
+
+
 async def _abort(
     context: grpc.aio.ServicerContext,
     code: grpc.StatusCode,
@@ -283,7 +358,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(plane: DataPlane, settings: Settings) -> grpc.aio.Server:
+async def start(plane: DataPlane, settings: Settings, desk: FeedbackDesk | None = None) -> grpc.aio.Server:
     """A started gRPC server for ``plane`` on ``settings.grpc_port`` (TLS with the service's certificate)."""
     if settings.grpc_port is None:
         raise ValueError("grpc_port: not set")
@@ -291,6 +366,9 @@ async def start(plane: DataPlane, settings: Settings) -> grpc.aio.Server:
     key = settings.api_key.get_secret_value() if settings.api_key else None
     servicer = InferenceServicer(plane, expected_authorization(key))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    if desk is not None:
+        feedback = FeedbackServicer(plane, desk, expected_authorization(key))
+        fb_grpc.add_FeedbackServicer_to_server(feedback, server)  # type: ignore[no-untyped-call]
     address = f"{settings.serve_host}:{settings.grpc_port}"
     if settings.tls_certfile and settings.tls_keyfile:
         pair = (settings.tls_keyfile.read_bytes(), settings.tls_certfile.read_bytes())

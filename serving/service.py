@@ -186,7 +186,7 @@ class ModelService:
         if self.grpc_port is not None:
             from serving import grpc_server  # grpc's import only where it is served
 
-            self.grpc = await grpc_server.start(self.plane, Settings())
+            self.grpc = await grpc_server.start(self.plane, Settings(), self.desk)
             logger.info("gRPC: serving the Open Inference Protocol on port %s", self.grpc_port)
 
     @bentoml.on_shutdown

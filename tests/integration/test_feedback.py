@@ -1,23 +1,27 @@
 """Feedback on a real `bentoml serve` (two workers, an API key): labels for 1,000 answered requests arrive
 after the monitor's window has moved on, and the monitor's live accuracy is the one computed by hand; bad
-feedback gets a 4xx naming the label, with a request id, and writes nothing."""
+feedback gets a 4xx naming the label, with a request id, and writes nothing; the same over gRPC."""
 
 import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from flows.deploy import LocalService
 from flows.monitoring import monitor_flow
+from flows.processes import free_port
 from flows.tracking import connect
 from flows.training import training_pipeline
 from models import datasets
 from models.inference_records import read_records
 from models.log_audit import verify
+from serving.grpc_v2 import feedback_pb2 as fb
+from serving.grpc_v2 import feedback_pb2_grpc as fb_grpc
 from tests.conftest import make_settings
-from tests.integration.conftest import use
+from tests.integration.conftest import listening_sockets, use
 from tests.integration.test_rollout import ANY_CHAMPION, FAST
 
 pytestmark = pytest.mark.integration
@@ -59,10 +63,45 @@ def refusals(client: httpx.Client, url: str, rid: str, other: str, label: int) -
     }  # fmt: skip
 
 
+def grpc_feedback(port: int, model: str, unlabelled: str, labelled: str) -> None:
+    """The gRPC ``Submit`` call: a label written once, and its refusals as status codes with a request id."""
+    deadline = time.monotonic() + 30
+    while listening_sockets(port) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    auth = (("authorization", f"Bearer {SECRET}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        submit = fb_grpc.FeedbackStub(channel).Submit  # type: ignore[no-untyped-call]
+
+        def call(
+            request_id: str, label: int, metadata: tuple[tuple[str, str], ...] = auth
+        ) -> fb.FeedbackResponse:
+            labels = [fb.Label(request_id=request_id, int_label=label)]
+            answer: fb.FeedbackResponse = submit(
+                fb.FeedbackRequest(model_name=model, labels=labels), metadata=metadata, timeout=30
+            )
+            return answer
+
+        answer = call(unlabelled, 1)
+        assert (answer.written, answer.repeated) == (1, 0) and answer.feedback_id
+        assert (call(unlabelled, 1).written, call(unlabelled, 1).repeated) == (0, 1)
+        for request_id, label, metadata, code in (
+            ("never-answered", 1, auth, grpc.StatusCode.NOT_FOUND),
+            (unlabelled, 0, auth, grpc.StatusCode.ALREADY_EXISTS),
+            (labelled, 7, auth, grpc.StatusCode.INVALID_ARGUMENT),
+            (labelled, 1, (), grpc.StatusCode.UNAUTHENTICATED),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request_id, label, metadata)
+            error: Any = refused.value
+            assert error.code() == code, (request_id, error.details())
+            assert dict(error.trailing_metadata() or ())["x-request-id"]
+
+
 def test_late_labels_for_1000_requests_give_the_live_accuracy_computed_by_hand(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None, split: datasets.Split
 ) -> None:
-    settings = use(make_settings(tmp_path / "state", serve_workers=2, api_key=SECRET), monkeypatch)
+    settings = use(make_settings(tmp_path / "state", serve_workers=2, api_key=SECRET, grpc_port=free_port()),
+                   monkeypatch)  # fmt: skip
     service = LocalService(settings)
     url = f"/v2/models/{settings.model_name}/feedback"
     try:
@@ -100,6 +139,8 @@ def test_late_labels_for_1000_requests_give_the_live_accuracy_computed_by_hand(
         assert run.data.metrics["live.labelled_rows"] == REQUESTS
         assert run.data.metrics["live.accuracy"] == pytest.approx(hand / REQUESTS, abs=1e-12)
         assert any(b.startswith("live accuracy") for b in result["breaches"]), result["breaches"]
+        grpc_feedback(settings.grpc_port or 0, settings.model_name, unlabelled, answers[0][0])
+        assert len(list(read_records(settings.feedback_log_dir))) == REQUESTS + 1
     finally:
         service.stop()
     assert verify(settings.feedback_log_dir).ok and verify(settings.inference_log_dir).ok

@@ -65,8 +65,28 @@ def test_a_shadow_that_answers_as_the_champion_passes_every_check() -> None:
     checks = verdicts(window + shadow_of(window), SHADOW)
     assert checks == {
         "live.requests": True, "live.error_rate": True, "live.p99_ms": True, "live.agreement": True,
-        "live.probability_distance": True, "live.prediction_psi": True,
+        "live.probability_distance": True, "live.prediction_psi": True, "live.quality": True,
     }  # fmt: skip
+
+
+def quality(records: list[dict[str, Any]], labels: dict[tuple[str, int], Any]) -> tuple[bool, str]:
+    result, _ = analyse(records, "1", "2", SHADOW, LIVE, labels)
+    check = next(c for c in result.checks if c.name == "live.quality")
+    return check.passed, check.value
+
+
+def test_live_quality_from_feedback_labels_judges_the_challenger_against_the_champion() -> None:
+    window = champion_window()
+    truth = {(r["request_id"], 0): r["outputs"]["label"][0] for r in window}  # the champion is always right
+    assert quality(window + shadow_of(window), {}) == (True, "not judged: 0 labelled rows")
+    assert quality(window + shadow_of(window), truth)[0] is True
+    passed, value = quality(window + shadow_of(window, flip=True), truth)  # the challenger always wrong
+    assert not passed and value == "accuracy 0.0000 (champion 1.0000)"
+    few = dict(list(truth.items())[: LIVE.min_labels - 1])
+    assert quality(window + shadow_of(window, flip=True), few) == (
+        True,
+        f"not judged: {LIVE.min_labels - 1} labelled rows",
+    )
 
 
 @pytest.mark.parametrize(

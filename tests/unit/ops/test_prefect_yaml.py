@@ -15,6 +15,7 @@ REQUIRED_AT_RUN_TIME = {
     "deploy": {"requested_by": "ana"},
     "release": {"version": "3", "requested_by": "ana", "reason": "a gradual release"},
     "rollback": {"requested_by": "ana", "reason": "bad answers reported"},
+    "trace": {"request_id": "3f2a9c"},
 }
 
 
