@@ -67,6 +67,7 @@ SERVED_PATHS = {
     "/v2/models/{name}/predict", "/v2/models/{name}/versions/{version}/predict", "/predict_rows",
     "/healthz", "/livez", "/readyz", "/metrics",
     "/v2/repository/index", "/v2/repository/models/{name}/{action}",  # read-only, and refusals
+    "/v2/models/{name}/feedback",  # ground-truth labels, behind the API key as inference
 }  # fmt: skip
 # BentoML's own documents and static files, and the catch-all that answers 404 under /v2
 INFRASTRUCTURE_PATHS = {
